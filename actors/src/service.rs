@@ -1,0 +1,132 @@
+//! [`ServiceRef`]: the typed handle callers use to reach a supervised actor — across restarts, with a
+//! deadline on every call, an admission limit on calls in flight, and the child's circuit breaker.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Message, RpcReplyPort};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::registry::Slot;
+
+/// How long a caller is told to wait when the actor is between incarnations.
+const RESTARTING_RETRY_AFTER: Duration = Duration::from_millis(100);
+/// How long a caller is told to wait while the half-open probe is out.
+const PROBING_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// A typed, restart-proof handle to a supervised actor taking messages of type `M`.
+///
+/// - [`tell`](Self::tell) enqueues without waiting; refused at once while the breaker is not closed.
+/// - [`call`](Self::call) sends a request with a reply port and waits up to the deadline; at most
+///   `max_in_flight` calls are outstanding per actor (more get [`Error::Overloaded`] at once, never a
+///   queue), and timeouts count as failures for the breaker.
+pub struct ServiceRef<M> {
+    slot: Arc<Slot>,
+    _msg: PhantomData<fn(M)>,
+}
+
+impl<M> Clone for ServiceRef<M> {
+    fn clone(&self) -> Self {
+        Self { slot: Arc::clone(&self.slot), _msg: PhantomData }
+    }
+}
+
+impl<M> fmt::Debug for ServiceRef<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceRef").field("path", &self.slot.path()).finish()
+    }
+}
+
+impl<M: Message> ServiceRef<M> {
+    pub(crate) fn new(slot: Arc<Slot>) -> Self {
+        Self { slot, _msg: PhantomData }
+    }
+
+    /// Path of the actor in the supervision tree.
+    pub fn path(&self) -> &str {
+        self.slot.path()
+    }
+
+    /// The default call deadline of this service.
+    pub fn default_timeout(&self) -> Duration {
+        self.slot.call_timeout
+    }
+
+    fn unavailable(&self, retry_after: Duration) -> Error {
+        Error::Unavailable { service: self.slot.path().to_owned(), retry_after }
+    }
+
+    /// Send without waiting for a reply.
+    pub fn tell(&self, msg: M) -> Result<()> {
+        let slot = &*self.slot;
+        if slot.breaker.state() != crate::breaker::BreakerState::Closed {
+            // Never consume the half-open probe with a fire-and-forget message.
+            let retry_after = match slot.breaker.try_acquire(Instant::now()) {
+                Err(retry_after) => retry_after,
+                Ok(_probe) => PROBING_RETRY_AFTER,
+            };
+            return Err(self.unavailable(retry_after));
+        }
+        let cell = slot.cell().ok_or_else(|| self.unavailable(RESTARTING_RETRY_AFTER))?;
+        slot.mailbox_enqueued();
+        cell.send_message(msg).map_err(|_| {
+            slot.mailbox_handled();
+            self.unavailable(RESTARTING_RETRY_AFTER)
+        })
+    }
+
+    /// Call with the service's default deadline.
+    pub async fn call<R, F>(&self, build: F) -> Result<R>
+    where
+        F: FnOnce(RpcReplyPort<R>) -> M,
+        R: Send + 'static,
+    {
+        self.call_with_timeout(build, self.slot.call_timeout).await
+    }
+
+    /// Call with an explicit deadline.
+    pub async fn call_with_timeout<R, F>(&self, build: F, timeout: Duration) -> Result<R>
+    where
+        F: FnOnce(RpcReplyPort<R>) -> M,
+        R: Send + 'static,
+    {
+        let slot = &*self.slot;
+        // Admission first, so a refused call never takes the breaker's probe.
+        let _admitted = slot
+            .gate
+            .try_acquire()
+            .map_err(|_| Error::Overloaded { service: slot.path().to_owned(), limit: slot.max_in_flight })?;
+        let permit = slot.breaker.try_acquire(Instant::now()).map_err(|ra| self.unavailable(ra))?;
+        let Some(cell) = slot.cell() else {
+            return Err(self.unavailable(RESTARTING_RETRY_AFTER));
+        };
+        slot.mailbox_enqueued();
+        let outcome = ractor::rpc::call(&cell, build, Some(timeout)).await;
+        match outcome {
+            Ok(CallResult::Success(reply)) => {
+                slot.breaker.record_success(permit, Instant::now());
+                Ok(reply)
+            }
+            Ok(CallResult::Timeout) => {
+                slot.breaker.record_failure(permit, Instant::now());
+                slot.publish_breaker();
+                Err(Error::Timeout { service: slot.path().to_owned(), timeout })
+            }
+            // The actor dropped the reply port: it crashed or stopped mid-call. The crash itself is
+            // recorded by the supervisor, so it is not counted twice here.
+            Ok(CallResult::SenderError) => {
+                drop(permit);
+                Err(Error::Stopped { service: slot.path().to_owned() })
+            }
+            Err(_send_failed) => {
+                slot.mailbox_handled();
+                drop(permit);
+                Err(self.unavailable(RESTARTING_RETRY_AFTER))
+            }
+        }
+    }
+}

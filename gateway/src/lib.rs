@@ -1,0 +1,114 @@
+//! `troupe-gateway`: the node's single HTTP entry point. It owns routing, the middleware stack
+//! (request ids, tracing, timeouts, body limits) and the one place where errors from every crate become
+//! HTTP statuses and `application/problem+json` bodies. Today it serves the operator endpoints —
+//! liveness, readiness, Prometheus metrics and the live supervision tree; the service, WebSocket and
+//! pipeline routes join it with their issues.
+//!
+//! Collaborators: axum + tower-http (HTTP), `troupe-actors` (the [`Registry`] it observes and the
+//! `ServiceRef`s it calls), metrics-exporter-prometheus (rendering `/metrics`).
+
+mod error;
+mod system;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::http::{HeaderName, Request};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use troupe_actors::Registry;
+
+pub use error::{ApiError, Problem};
+
+/// The header carrying each request's correlation id (generated when the client sends none).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What the gateway needs from the node. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_name: String,
+    version: &'static str,
+    started_at: SystemTime,
+    registry: Registry,
+    metrics: Option<PrometheusHandle>,
+    allow_kill: bool,
+    draining: AtomicBool,
+}
+
+/// Settings of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// This node's name (shown by readiness and the observer).
+    pub node_name: String,
+    /// Version string of the binary.
+    pub version: &'static str,
+    /// Per-request deadline.
+    pub request_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Whether `POST /api/v1/system/actors/kill` is enabled.
+    pub allow_kill: bool,
+}
+
+impl GatewayState {
+    /// State over the node's registry and (optionally) its Prometheus handle.
+    pub fn new(cfg: &GatewayConfig, registry: Registry, metrics: Option<PrometheusHandle>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                node_name: cfg.node_name.clone(),
+                version: cfg.version,
+                started_at: SystemTime::now(),
+                registry,
+                metrics,
+                allow_kill: cfg.allow_kill,
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Mark the node as draining: readiness answers 503 so load balancers stop sending traffic.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone, Default)]
+struct MakeUuid;
+
+impl MakeRequestId for MakeUuid {
+    fn make_request_id<B>(&mut self, _req: &Request<B>) -> Option<RequestId> {
+        uuid::Uuid::now_v7().to_string().parse().ok().map(RequestId::new)
+    }
+}
+
+/// The node's router with the full middleware stack.
+pub fn router(cfg: &GatewayConfig, state: GatewayState) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<axum::body::Body>| {
+        let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    });
+    system::routes()
+        .fallback(error::not_found)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, cfg.request_timeout))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(request_id, MakeUuid))
+}
+
+#[cfg(test)]
+mod tests;

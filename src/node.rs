@@ -1,0 +1,162 @@
+//! One node, top to bottom: observability → data dir → listener → supervision tree → gateway; stopped
+//! in reverse on SIGTERM/SIGINT within `shutdown.grace`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use troupe_actors::breaker::BreakerConfig;
+use troupe_actors::{Backoff, CallLimits, ChildSpec, Registry, Strategy, Supervisor, SupervisorSpec};
+use troupe_config::{LogFormat, NodeConfig};
+use troupe_gateway::{GatewayConfig, GatewayState};
+
+use crate::system::Sampler;
+
+/// Buckets for handler and request latencies, in seconds (10 µs … 10 s).
+const LATENCY_BUCKETS: &[f64] = &[0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+
+fn init_tracing(cfg: &NodeConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .map_err(|e| anyhow!("log.level {:?} is not a valid filter: {e}", cfg.log.level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    installed.map_err(|e| anyhow!("cannot install the logger: {e}"))
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
+
+/// The data dir must exist (it is created) and be writable, before anything else starts.
+fn check_data_dir(cfg: &NodeConfig) -> anyhow::Result<()> {
+    let dir = &cfg.node.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let probe = dir.join(".troupe-write-check");
+    std::fs::write(&probe, b"ok").with_context(|| format!("data dir {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn root_spec(cfg: &NodeConfig, registry: &Registry, prometheus: &PrometheusHandle) -> SupervisorSpec {
+    let s = &cfg.supervisor;
+    let b = &cfg.breaker;
+    let apply = |spec: SupervisorSpec| {
+        spec.intensity(s.max_restarts, s.within)
+            .backoff(Backoff { initial: s.backoff_initial, max: s.backoff_max, jitter: s.backoff_jitter })
+            .breaker(BreakerConfig {
+                consecutive_failures: b.consecutive_failures,
+                failure_rate: b.failure_rate,
+                min_calls: b.min_calls,
+                window: b.window,
+                cooldown: b.cooldown,
+            })
+            .calls(CallLimits { timeout: cfg.calls.timeout, max_in_flight: cfg.calls.max_in_flight })
+    };
+    let system = apply(SupervisorSpec::new("system"))
+        .strategy(Strategy::OneForOne)
+        .child(Sampler::spec(registry.clone(), Some(prometheus.clone())));
+    apply(SupervisorSpec::new("troupe")).strategy(Strategy::OneForOne).child(ChildSpec::supervisor(system))
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}
+
+/// Run a node until a signal stops it (Ok) or its root supervisor gives up (Err).
+pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    init_tracing(&cfg)?;
+    check_data_dir(&cfg)?;
+    let prometheus = install_metrics()?;
+    let listener =
+        TcpListener::bind(cfg.http.addr).await.with_context(|| format!("cannot listen on {}", cfg.http.addr))?;
+    let addr: SocketAddr = listener.local_addr().context("listener address")?;
+
+    let registry = Registry::new();
+    let mut root = Supervisor::start_root(root_spec(&cfg, &registry, &prometheus), registry.clone())
+        .await
+        .context("cannot start the supervision tree")?;
+
+    let gw_cfg = GatewayConfig {
+        node_name: cfg.node.name.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        request_timeout: cfg.http.request_timeout,
+        max_body_bytes: cfg.http.max_body_bytes,
+        allow_kill: cfg.admin.allow_kill,
+    };
+    let state = GatewayState::new(&gw_cfg, registry.clone(), Some(prometheus));
+    let app = troupe_gateway::router(&gw_cfg, state.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tracing::info!(
+        node = %cfg.node.name,
+        addr = %addr,
+        data_dir = %cfg.node.data_dir.display(),
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "troupe node ready"
+    );
+
+    let outcome = tokio::select! {
+        signal = shutdown_signal() => Ok(signal),
+        () = root.exited() => Err(anyhow!("the root supervisor gave up (restart intensity exceeded); see the log")),
+    };
+    let grace = cfg.shutdown.grace;
+    let deadline = Instant::now() + grace;
+    match &outcome {
+        Ok(signal) => tracing::info!(%signal, grace_ms = grace.as_millis() as u64, "shutting down"),
+        Err(e) => tracing::error!(error = %e, "shutting down"),
+    }
+
+    // 1. Stop accepting and let in-flight requests finish (readiness turns 503 first).
+    state.start_draining();
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "http server task failed"),
+        Err(_) => tracing::warn!("http requests still running at the end of the grace period; dropped"),
+    }
+    // 2. Stop the supervision tree in reverse start order within what is left of the grace period.
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    let graceful = root.shutdown(left).await;
+    tracing::info!(
+        graceful,
+        elapsed_ms = (grace - deadline.saturating_duration_since(Instant::now())).as_millis() as u64,
+        "stopped"
+    );
+    outcome.map(|_| ())
+}

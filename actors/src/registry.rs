@@ -84,6 +84,8 @@ pub struct Slot {
     cell: RwLock<Option<ActorCell>>,
     last_error: RwLock<Option<String>>,
     pub(crate) breaker: CircuitBreaker,
+    /// The breaker's cooldown: how long callers are told to wait while it is open.
+    pub(crate) breaker_cooldown: Duration,
     pub(crate) gate: Semaphore,
     pub(crate) max_in_flight: usize,
     pub(crate) call_timeout: Duration,
@@ -115,6 +117,7 @@ impl Slot {
             cell: RwLock::new(None),
             last_error: RwLock::new(None),
             breaker: CircuitBreaker::new(init.breaker),
+            breaker_cooldown: init.breaker.cooldown,
             gate: Semaphore::new(init.max_in_flight),
             max_in_flight: init.max_in_flight,
             call_timeout: init.call_timeout,
@@ -317,6 +320,26 @@ impl Registry {
         let slots: Vec<Arc<Slot>> =
             self.slots.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         slots.iter().map(|s| s.info()).collect()
+    }
+
+    /// Mark every actor below `path` that is still recorded as live (starting, running or waiting for a
+    /// restart) as `status` and forget its cell. Used when a supervisor exits without running its
+    /// ordered shutdown (killed, failed): ractor kills its descendants, which nobody else records.
+    pub(crate) fn settle_subtree(&self, path: &str, status: Status) {
+        let prefix = format!("{path}/");
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(_, s)| Arc::clone(s))
+            .collect();
+        for s in slots {
+            if matches!(s.status(), Status::Starting | Status::Running | Status::Restarting) {
+                s.clear_cell(status);
+            }
+        }
     }
 
     /// Refresh derived gauges (breaker state) for every slot; called by a periodic sampler.

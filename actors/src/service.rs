@@ -10,6 +10,7 @@ use ractor::rpc::CallResult;
 use ractor::{Message, RpcReplyPort};
 use tokio::time::Instant;
 
+use crate::breaker::{BreakerState, Permit};
 use crate::error::{Error, Result};
 use crate::registry::Slot;
 
@@ -63,13 +64,12 @@ impl<M: Message> ServiceRef<M> {
     /// Send without waiting for a reply.
     pub fn tell(&self, msg: M) -> Result<()> {
         let slot = &*self.slot;
-        if slot.breaker.state() != crate::breaker::BreakerState::Closed {
-            // Never consume the half-open probe with a fire-and-forget message.
-            let retry_after = match slot.breaker.try_acquire(Instant::now()) {
-                Err(retry_after) => retry_after,
-                Ok(_probe) => PROBING_RETRY_AFTER,
-            };
-            return Err(self.unavailable(retry_after));
+        // Never consume the half-open probe with a fire-and-forget message, so do not ask the
+        // breaker for a permit: while it is open the cooldown bounds the wait.
+        match slot.breaker.state() {
+            BreakerState::Closed => {}
+            BreakerState::Open => return Err(self.unavailable(slot.breaker_cooldown)),
+            BreakerState::HalfOpen => return Err(self.unavailable(PROBING_RETRY_AFTER)),
         }
         let cell = slot.cell().ok_or_else(|| self.unavailable(RESTARTING_RETRY_AFTER))?;
         slot.mailbox_enqueued();
@@ -96,19 +96,24 @@ impl<M: Message> ServiceRef<M> {
     {
         let slot = &*self.slot;
         // Admission first, so a refused call never takes the breaker's probe.
-        let _admitted = slot
-            .gate
-            .try_acquire()
-            .map_err(|_| Error::Overloaded { service: slot.path().to_owned(), limit: slot.max_in_flight })?;
-        let permit = slot.breaker.try_acquire(Instant::now()).map_err(|ra| self.unavailable(ra))?;
+        let _admitted = slot.gate.try_acquire().map_err(|_| Error::Overloaded {
+            service: slot.path().to_owned(),
+            limit: slot.max_in_flight,
+        })?;
+        // Between incarnations: refuse before asking the breaker, so no probe is taken for nothing.
         let Some(cell) = slot.cell() else {
             return Err(self.unavailable(RESTARTING_RETRY_AFTER));
         };
+        // A permit granted while the breaker is not closed is the half-open probe: it must be
+        // resolved (success or failure), or the breaker could wait for it forever.
+        let probing = slot.breaker.state() != BreakerState::Closed;
+        let permit = slot.breaker.try_acquire(Instant::now()).map_err(|ra| self.unavailable(ra))?;
         slot.mailbox_enqueued();
         let outcome = ractor::rpc::call(&cell, build, Some(timeout)).await;
         match outcome {
             Ok(CallResult::Success(reply)) => {
                 slot.breaker.record_success(permit, Instant::now());
+                slot.publish_breaker();
                 Ok(reply)
             }
             Ok(CallResult::Timeout) => {
@@ -117,16 +122,26 @@ impl<M: Message> ServiceRef<M> {
                 Err(Error::Timeout { service: slot.path().to_owned(), timeout })
             }
             // The actor dropped the reply port: it crashed or stopped mid-call. The crash itself is
-            // recorded by the supervisor, so it is not counted twice here.
+            // recorded by the supervisor, so it is not counted twice here — unless this was the probe.
             Ok(CallResult::SenderError) => {
-                drop(permit);
+                self.release(permit, probing);
                 Err(Error::Stopped { service: slot.path().to_owned() })
             }
             Err(_send_failed) => {
                 slot.mailbox_handled();
-                drop(permit);
+                self.release(permit, probing);
                 Err(self.unavailable(RESTARTING_RETRY_AFTER))
             }
+        }
+    }
+
+    /// Give back a permit whose call had no verdict of its own; a probe counts as failed.
+    fn release(&self, permit: Permit, probing: bool) {
+        if probing {
+            self.slot.breaker.record_failure(permit, Instant::now());
+            self.slot.publish_breaker();
+        } else {
+            drop(permit);
         }
     }
 }

@@ -320,8 +320,12 @@ struct Child {
     cell: Option<ActorCell>,
     /// The restart round this child waits for, if a restart is scheduled.
     pending: Option<u64>,
+    /// Exited for good (temporary, or transient that ended normally): sibling restarts skip it.
+    done: bool,
+    /// Backoff attempt of the current run of crashes.
     attempt: u32,
-    last_restart: Option<Instant>,
+    /// When the current incarnation started (`None` while it is not running).
+    started_at: Option<Instant>,
 }
 
 /// What changes while a supervisor runs.
@@ -363,9 +367,12 @@ impl SupervisorState {
             Ok(cell) => {
                 child.slot.set_running(cell.clone());
                 child.cell = Some(cell);
+                child.done = false;
+                child.started_at = Some(Instant::now());
                 Ok(())
             }
             Err(reason) => {
+                child.started_at = None;
                 child.slot.clear_cell(Status::Restarting);
                 Err(reason)
             }
@@ -391,6 +398,7 @@ impl SupervisorState {
     async fn stop_child(&mut self, idx: usize, status: Status, reason: &str) {
         let child = &mut self.children[idx];
         child.pending = None;
+        child.started_at = None;
         if let Some(cell) = child.cell.take() {
             let graceful = cell.stop_and_wait(Some(reason.to_owned()), Some(child.spec.shutdown)).await;
             if graceful.is_err() {
@@ -399,6 +407,10 @@ impl SupervisorState {
             }
         }
         child.slot.clear_cell(status);
+        if child.spec.is_supervisor {
+            // A killed nested supervisor never ran its ordered shutdown: its descendants are gone too.
+            self.registry.settle_subtree(child.slot.path(), status);
+        }
     }
 
     /// Stop children `from..` in reverse start order.
@@ -409,13 +421,7 @@ impl SupervisorState {
     }
 
     /// A child exited (or failed to start): apply its restart policy and the strategy.
-    async fn on_exit(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        idx: usize,
-        abnormal: bool,
-        reason: String,
-    ) -> Result<()> {
+    async fn on_exit(&mut self, myself: &ActorRef<SupervisorMsg>, idx: usize, abnormal: bool, reason: String) -> Result<()> {
         let now = Instant::now();
         let restart = {
             let child = &mut self.children[idx];
@@ -431,8 +437,16 @@ impl SupervisorState {
                 Restart::Temporary => false,
             }
         };
+        if self.children[idx].spec.is_supervisor {
+            // Its descendants died with it (ractor kills the children of an actor that fails).
+            let status = if restart { Status::Restarting } else { Status::Stopped };
+            self.registry.settle_subtree(self.children[idx].slot.path(), status);
+        }
         if !restart {
-            self.children[idx].slot.clear_cell(Status::Stopped);
+            let child = &mut self.children[idx];
+            child.done = true;
+            child.started_at = None;
+            child.slot.clear_cell(Status::Stopped);
             return Ok(());
         }
 
@@ -445,6 +459,10 @@ impl SupervisorState {
         if count > self.intensity.max_restarts {
             tracing::error!(supervisor = %self.path, restarts = count, "restart intensity exceeded; escalating");
             self.stop_from(0, Status::Failed, "supervisor escalated").await;
+            // Our own slot: the parent (or the root handle) takes it from here.
+            if let Ok(own) = self.registry.slot(&self.path) {
+                own.clear_cell(Status::Failed);
+            }
             return Err(Error::Escalated { path: self.path.clone(), restarts: count, within: self.intensity.within });
         }
 
@@ -453,37 +471,43 @@ impl SupervisorState {
             Strategy::OneForAll => (0..self.children.len()).collect(),
             Strategy::RestForOne => (idx..self.children.len()).collect(),
         };
-        // Stop the running siblings in reverse start order; they restart with the failed child.
+        // Stop the running siblings in reverse start order; they restart with the failed child,
+        // except temporary ones, which are never restarted.
         for &i in affected.iter().rev() {
             if i != idx && self.children[i].cell.is_some() {
                 self.stop_child(i, Status::Restarting, "sibling restart").await;
+                if self.children[i].spec.restart == Restart::Temporary {
+                    self.children[i].done = true;
+                    self.children[i].slot.clear_cell(Status::Stopped);
+                }
             }
         }
-        let affected: Vec<usize> = affected
-            .into_iter()
-            .filter(|&i| {
-                i == idx || self.children[i].spec.restart != Restart::Temporary || self.children[i].pending.is_some()
-            })
-            .filter(|&i| i == idx || self.children[i].slot.status() == Status::Restarting)
-            .collect();
+        // Everything else in the affected range that has not exited for good starts again in this
+        // round: stopped siblings, siblings waiting for an older round (superseded), and siblings a
+        // failed start round never reached.
+        let affected: Vec<usize> = affected.into_iter().filter(|&i| i == idx || !self.children[i].done).collect();
 
         let delay = {
             let within = self.intensity.within;
             let child = &mut self.children[idx];
-            if child.last_restart.is_some_and(|t| now.duration_since(t) > within) {
+            // The backoff resets once the crashed incarnation had run longer than the window.
+            if child.started_at.is_some_and(|t| now.duration_since(t) > within) {
                 child.attempt = 0;
             }
+            child.started_at = None;
             child.attempt += 1;
-            child.last_restart = Some(now);
             self.backoff.delay(child.attempt)
         };
         self.round += 1;
         let round = self.round;
         for &i in &affected {
             let child = &mut self.children[i];
+            // A restart superseded by this round is still one restart.
+            if child.pending.is_none() {
+                child.slot.note_restart();
+            }
             child.pending = Some(round);
             child.slot.clear_cell(Status::Restarting);
-            child.slot.note_restart();
         }
         tracing::info!(supervisor = %self.path, child = self.children[idx].slot.path(), delay_ms = delay.as_millis() as u64, %reason, "restarting");
         let msg = SupervisorMsg::Restart { children: affected, round };
@@ -520,7 +544,7 @@ impl Actor for Supervisor {
                 call_timeout: c.calls.unwrap_or(spec.calls).timeout,
             };
             let slot = registry.slot_for(init);
-            children.push(Child { spec: c, slot, cell: None, pending: None, attempt: 0, last_restart: None });
+            children.push(Child { spec: c, slot, cell: None, pending: None, done: false, attempt: 0, started_at: None });
         }
         let mut state = SupervisorState {
             path,
@@ -647,6 +671,8 @@ impl RootHandle {
             let _ = join.await;
         }
         self.slot.clear_cell(Status::Stopped);
+        // After a kill the ordered shutdown did not finish: nothing under the root runs any more.
+        self.registry.settle_subtree(self.slot.path(), Status::Stopped);
         graceful
     }
 
@@ -655,6 +681,7 @@ impl RootHandle {
         if let Some(join) = self.join.take() {
             let _ = join.await;
             self.slot.clear_cell(Status::Failed);
+            self.registry.settle_subtree(self.slot.path(), Status::Failed);
         }
     }
 }

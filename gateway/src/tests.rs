@@ -1,1 +1,125 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+use troupe_actors::ractor::{Actor, ActorProcessingErr, ActorRef};
+use troupe_actors::{ChildSpec, Registry, Supervisor, SupervisorSpec};
+
+use crate::{ApiError, GatewayConfig, GatewayState, router};
+
+fn cfg(allow_kill: bool) -> GatewayConfig {
+    GatewayConfig {
+        node_name: "t1".into(),
+        version: "0.0.0",
+        request_timeout: Duration::from_secs(5),
+        max_body_bytes: 1024,
+        allow_kill,
+    }
+}
+
+async fn json(resp: axum::response::Response) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[derive(Clone)]
+struct Idle;
+impl Actor for Idle {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn unavailable_maps_to_503_with_retry_after_rounded_up() {
+    let err = ApiError::from(troupe_actors::Error::Unavailable {
+        service: "/a/b".into(),
+        retry_after: Duration::from_millis(1500),
+    });
+    let (status, headers, body) = json(err.into_response()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "2");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(body["type"], "urn:troupe:problem:unavailable");
+    assert_eq!(body["retry_after"], 2);
+}
+
+#[tokio::test]
+async fn timeouts_are_504_and_internal_errors_carry_no_detail() {
+    let err = ApiError::from(troupe_actors::Error::Timeout { service: "/a".into(), timeout: Duration::from_secs(1) });
+    assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+    let err = ApiError::from(troupe_actors::Error::Spawn { path: "/secret/path".into(), reason: "db password".into() });
+    let (status, _, body) = json(err.into_response()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.get("detail").is_none(), "internal detail leaked: {body}");
+    assert!(!body.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn readiness_lists_services_and_turns_503_while_draining() {
+    let registry = Registry::new();
+    let root = Supervisor::start_root(SupervisorSpec::new("r").child(ChildSpec::new("idle", Idle, || ())), registry.clone())
+        .await
+        .unwrap();
+    let state = GatewayState::new(&cfg(false), registry, None);
+    let app = router(&cfg(false), state.clone());
+
+    let resp = app.clone().oneshot(Request::get("/health/ready").body(Body::empty()).unwrap()).await.unwrap();
+    let (status, _, body) = json(resp).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["services"].as_array().unwrap().len(), 2);
+
+    state.start_draining();
+    let resp = app.oneshot(Request::get("/health/ready").body(Body::empty()).unwrap()).await.unwrap();
+    let (status, _, body) = json(resp).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["draining"], true);
+    root.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn readiness_is_503_when_a_permanent_child_is_down() {
+    let registry = Registry::new();
+    let spec = SupervisorSpec::new("r")
+        .backoff(troupe_actors::Backoff { initial: Duration::from_secs(60), max: Duration::from_secs(60), jitter: 0.0 })
+        .child(ChildSpec::new("idle", Idle, || ()));
+    let root = Supervisor::start_root(spec, registry.clone()).await.unwrap();
+    let app = router(&cfg(true), GatewayState::new(&cfg(true), registry.clone(), None));
+
+    let kill = Request::post("/api/v1/system/actors/kill?path=/r/idle").body(Body::empty()).unwrap();
+    let (status, _, body) = json(app.clone().oneshot(kill).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The restart waits a 60 s backoff: the child shows as restarting and the node as not ready.
+    let mut ready = StatusCode::OK;
+    for _ in 0..100 {
+        let resp = app.clone().oneshot(Request::get("/health/ready").body(Body::empty()).unwrap()).await.unwrap();
+        ready = resp.status();
+        if ready == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(registry.slot("/r/idle").unwrap().status(), troupe_actors::Status::Restarting);
+    root.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn kill_rejects_relative_and_unknown_paths() {
+    let app = router(&cfg(true), GatewayState::new(&cfg(true), Registry::new(), None));
+    let req = Request::post("/api/v1/system/actors/kill?path=idle").body(Body::empty()).unwrap();
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let req = Request::post("/api/v1/system/actors/kill?path=/nope").body(Body::empty()).unwrap();
+    assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::NOT_FOUND);
+}

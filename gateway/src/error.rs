@@ -41,6 +41,12 @@ pub enum ApiError {
     /// The operation is disabled on this node.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request did not complete within `http.request_timeout`.
+    #[error("the request did not complete within {}ms", .0.as_millis())]
+    RequestTimeout(Duration),
 }
 
 impl ApiError {
@@ -58,6 +64,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -73,6 +81,8 @@ impl ApiError {
             Self::Actors(_) => "internal",
             Self::BadRequest(_) => "bad-request",
             Self::Forbidden(_) => "forbidden",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::RequestTimeout(_) => "request-timeout",
         }
     }
 
@@ -89,7 +99,7 @@ impl ApiError {
     /// The problem document for this error. 5xx errors other than the retryable kinds carry no detail.
     pub fn problem(&self) -> Problem {
         let status = self.status();
-        let retryable = matches!(self, Self::Actors(e) if e.is_retryable());
+        let retryable = matches!(self, Self::RequestTimeout(_)) || matches!(self, Self::Actors(e) if e.is_retryable());
         let detail = if status.is_server_error() && !retryable { None } else { Some(self.to_string()) };
         Problem {
             kind: format!("urn:troupe:problem:{}", self.kind()),
@@ -130,4 +140,18 @@ impl IntoResponse for Problem {
 /// Fallback for unknown routes.
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// Fallback for known routes called with the wrong method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Per-request deadline: a handler still running after `limit` is dropped and the client gets a 504
+/// problem document.
+pub(crate) async fn deadline(limit: Duration, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::RequestTimeout(limit).into_response(),
+    }
 }

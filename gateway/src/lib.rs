@@ -18,7 +18,6 @@ use axum::Router;
 use axum::http::{HeaderName, Request};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use troupe_actors::Registry;
 
@@ -100,11 +99,13 @@ pub fn router(cfg: &GatewayConfig, state: GatewayState) -> Router {
         let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
     });
+    let timeout = cfg.request_timeout;
     system::routes()
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, cfg.request_timeout))
+        .layer(axum::middleware::from_fn(move |req, next| error::deadline(timeout, req, next)))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeUuid))

@@ -123,3 +123,30 @@ async fn kill_rejects_relative_and_unknown_paths() {
     let req = Request::post("/api/v1/system/actors/kill?path=/nope").body(Body::empty()).unwrap();
     assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn wrong_method_is_a_405_problem() {
+    let app = router(&cfg(false), GatewayState::new(&cfg(false), Registry::new(), None));
+    let resp = app.oneshot(Request::post("/health/live").body(Body::empty()).unwrap()).await.unwrap();
+    let (status, headers, body) = json(resp).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(body["type"], "urn:troupe:problem:method-not-allowed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_requests_get_a_504_problem() {
+    let slow = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "late"
+        }),
+    );
+    let app = slow.layer(axum::middleware::from_fn(|req, next| crate::error::deadline(Duration::from_secs(1), req, next)));
+    let resp = app.oneshot(Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();
+    let (status, headers, body) = json(resp).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(body["type"], "urn:troupe:problem:request-timeout");
+}

@@ -112,7 +112,8 @@ fn an_unusable_data_dir_is_one_clear_error_and_exit_1() {
     let tmp = TempDir::new("datadir");
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let out = command().args(["run", "--http-addr", "127.0.0.1:0", "--data-dir"]).arg(file.join("sub")).output().unwrap();
+    let out =
+        command().args(["run", "--http-addr", "127.0.0.1:0", "--data-dir"]).arg(file.join("sub")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();

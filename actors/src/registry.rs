@@ -294,13 +294,13 @@ impl Registry {
     /// each call goes to the current incarnation.
     pub fn service<M: Message>(&self, name_or_path: &str) -> Result<ServiceRef<M>> {
         let slot = self.slot(name_or_path)?;
-        if let Some(cell) = slot.cell() {
-            if cell.is_message_type_of::<M>() == Some(false) {
-                return Err(Error::WrongMessageType {
-                    name: name_or_path.to_owned(),
-                    expected: std::any::type_name::<M>(),
-                });
-            }
+        if let Some(cell) = slot.cell()
+            && cell.is_message_type_of::<M>() == Some(false)
+        {
+            return Err(Error::WrongMessageType {
+                name: name_or_path.to_owned(),
+                expected: std::any::type_name::<M>(),
+            });
         }
         Ok(ServiceRef::new(slot))
     }

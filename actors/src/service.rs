@@ -96,10 +96,10 @@ impl<M: Message> ServiceRef<M> {
     {
         let slot = &*self.slot;
         // Admission first, so a refused call never takes the breaker's probe.
-        let _admitted = slot.gate.try_acquire().map_err(|_| Error::Overloaded {
-            service: slot.path().to_owned(),
-            limit: slot.max_in_flight,
-        })?;
+        let _admitted = slot
+            .gate
+            .try_acquire()
+            .map_err(|_| Error::Overloaded { service: slot.path().to_owned(), limit: slot.max_in_flight })?;
         // Between incarnations: refuse before asking the breaker, so no probe is taken for nothing.
         let Some(cell) = slot.cell() else {
             return Err(self.unavailable(RESTARTING_RETRY_AFTER));
@@ -145,3 +145,6 @@ impl<M: Message> ServiceRef<M> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -421,7 +421,13 @@ impl SupervisorState {
     }
 
     /// A child exited (or failed to start): apply its restart policy and the strategy.
-    async fn on_exit(&mut self, myself: &ActorRef<SupervisorMsg>, idx: usize, abnormal: bool, reason: String) -> Result<()> {
+    async fn on_exit(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        idx: usize,
+        abnormal: bool,
+        reason: String,
+    ) -> Result<()> {
         let now = Instant::now();
         let restart = {
             let child = &mut self.children[idx];
@@ -544,7 +550,15 @@ impl Actor for Supervisor {
                 call_timeout: c.calls.unwrap_or(spec.calls).timeout,
             };
             let slot = registry.slot_for(init);
-            children.push(Child { spec: c, slot, cell: None, pending: None, done: false, attempt: 0, started_at: None });
+            children.push(Child {
+                spec: c,
+                slot,
+                cell: None,
+                pending: None,
+                done: false,
+                attempt: 0,
+                started_at: None,
+            });
         }
         let mut state = SupervisorState {
             path,
@@ -692,3 +706,6 @@ pub(crate) fn short_type_name<T>() -> &'static str {
     let base = full.split('<').next().unwrap_or(full);
     base.rsplit("::").next().unwrap_or(base)
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

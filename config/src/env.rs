@@ -94,7 +94,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         "Time the breaker stays open before a trial call (duration).",
     ),
     config("TROUPE_CALLS_TIMEOUT", "calls.timeout", "Default actor call timeout (duration)."),
-    config("TROUPE_CALLS_MAX_IN_FLIGHT", "calls.max_in_flight", "Most concurrent in-flight calls per supervised actor (more get Overloaded)."),
+    config(
+        "TROUPE_CALLS_MAX_IN_FLIGHT",
+        "calls.max_in_flight",
+        "Most concurrent in-flight calls per supervised actor (more get Overloaded).",
+    ),
     config("TROUPE_ADMIN_ALLOW_KILL", "admin.allow_kill", "Allow operators to kill an actor over HTTP (true/false)."),
 ];
 

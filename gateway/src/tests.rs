@@ -69,9 +69,10 @@ async fn timeouts_are_504_and_internal_errors_carry_no_detail() {
 #[tokio::test]
 async fn readiness_lists_services_and_turns_503_while_draining() {
     let registry = Registry::new();
-    let root = Supervisor::start_root(SupervisorSpec::new("r").child(ChildSpec::new("idle", Idle, || ())), registry.clone())
-        .await
-        .unwrap();
+    let root =
+        Supervisor::start_root(SupervisorSpec::new("r").child(ChildSpec::new("idle", Idle, || ())), registry.clone())
+            .await
+            .unwrap();
     let state = GatewayState::new(&cfg(false), registry, None);
     let app = router(&cfg(false), state.clone());
 
@@ -143,7 +144,8 @@ async fn slow_requests_get_a_504_problem() {
             "late"
         }),
     );
-    let app = slow.layer(axum::middleware::from_fn(|req, next| crate::error::deadline(Duration::from_secs(1), req, next)));
+    let app =
+        slow.layer(axum::middleware::from_fn(|req, next| crate::error::deadline(Duration::from_secs(1), req, next)));
     let resp = app.oneshot(Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();
     let (status, headers, body) = json(resp).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);

@@ -88,6 +88,7 @@ impl Node {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("node did not log readiness within 30 s");
             });
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };

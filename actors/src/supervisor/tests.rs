@@ -285,6 +285,39 @@ async fn rest_for_one_restarts_the_crashed_child_and_later_ones() {
     assert!(root.shutdown(Duration::from_secs(5)).await);
 }
 
+/// c waits for its restart when b crashes: b's round supersedes c's, c starts once (after b), and
+/// its restart is counted once.
+#[tokio::test(start_paused = true)]
+async fn a_superseded_restart_round_starts_the_child_once() {
+    let log = new_log();
+    let reg = Registry::new();
+    let root = Supervisor::start_root(
+        spec("root")
+            .strategy(Strategy::RestForOne)
+            .backoff(Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(10), jitter: 0.0 })
+            .child(worker("a", &log))
+            .child(worker("b", &log))
+            .child(worker("c", &log)),
+        reg.clone(),
+    )
+    .await
+    .unwrap();
+    crash(&reg, "/root/c").await; // c: round 1, due at 1 s
+    tokio::time::advance(ms(500)).await;
+    crash(&reg, "/root/b").await; // b and c: round 2, due at 1.5 s
+    assert_eq!(status(&reg, "/root/c"), Status::Restarting);
+    tokio::time::advance(ms(600)).await; // 1.1 s: round 1 is stale
+    settle().await;
+    assert_eq!(status(&reg, "/root/c"), Status::Restarting);
+    assert_eq!(status(&reg, "/root/b"), Status::Restarting);
+    tokio::time::advance(ms(400)).await; // 1.5 s
+    settle().await;
+    assert_eq!(entries_since(&log, 3), s(&["start:b", "start:c"]));
+    assert_eq!(status(&reg, "/root/c"), Status::Running);
+    assert_eq!((restarts(&reg, "/root/a"), restarts(&reg, "/root/b"), restarts(&reg, "/root/c")), (0, 1, 1));
+    assert!(root.shutdown(Duration::from_secs(5)).await);
+}
+
 /// A temporary sibling stopped by a one-for-all restart is not restarted and is reported Stopped
 /// (it used to stay `Restarting` forever).
 #[tokio::test(start_paused = true)]
@@ -659,6 +692,38 @@ async fn a_child_that_ignores_stop_is_killed_after_its_shutdown_time() {
     assert_eq!(status(&reg, "/root/slow"), Status::Stopped);
     assert_eq!(status(&reg, "/root/a"), Status::Stopped);
     assert_eq!(status(&reg, "/root"), Status::Stopped);
+}
+
+/// The root's grace runs out before a slow child's own shutdown time: the tree is killed, the call
+/// reports false, and no slot keeps claiming a running actor.
+#[tokio::test(start_paused = true)]
+async fn shutdown_past_the_root_grace_kills_the_tree() {
+    let log = new_log();
+    let reg = Registry::new();
+    let root = Supervisor::start_root(
+        spec("root").child(ChildSpec::supervisor(
+            spec("mid").child(worker("a", &log)).child(worker("slow", &log).shutdown(Duration::from_secs(60))),
+        )),
+        reg.clone(),
+    )
+    .await
+    .unwrap();
+    let a = reg.slot("/root/mid/a").unwrap().cell().unwrap();
+    let slow = reg.actor_ref::<WMsg>("/root/mid/slow").unwrap();
+    let busy = tokio::spawn(async move { slow.call(|r| WMsg::Sleep(Duration::from_secs(600), r), None).await });
+    settle().await;
+
+    let t0 = tokio::time::Instant::now();
+    assert!(!root.shutdown(Duration::from_secs(1)).await);
+    assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+    assert!(matches!(busy.await.unwrap(), Ok(ractor::rpc::CallResult::SenderError)));
+    settle().await;
+    assert_eq!(a.get_status(), ActorStatus::Stopped);
+    for i in reg.snapshot() {
+        assert_eq!(i.status, Status::Stopped, "{}", i.path);
+        assert_eq!(i.actor_id, None, "{}", i.path);
+    }
+    assert_eq!(count(&log, "stop:slow"), 0);
 }
 
 /// A nested supervisor that is killed cannot stop its children in order; ractor kills them with it.

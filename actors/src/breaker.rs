@@ -52,6 +52,13 @@ pub struct Permit {
     probe: bool,
 }
 
+impl Permit {
+    /// Whether this is the half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
 impl CircuitBreaker {
     /// New closed breaker.
     pub fn new(cfg: BreakerConfig) -> Self {

@@ -50,6 +50,7 @@ impl<A: Actor> Actor for Instrumented<A> {
         let result = self.inner.handle(myself, message, state).instrument(span).await;
         slot.metrics.handler_seconds.record(started.elapsed().as_secs_f64());
         slot.metrics.messages.increment(1);
+        slot.resolve_tell_probe(Some(result.is_ok()));
         result
     }
 

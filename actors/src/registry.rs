@@ -3,15 +3,15 @@
 //! breaker and the admission gate) and the observer endpoints (which read snapshots).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{ActorCell, ActorRef, Message};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 use crate::error::{Error, Result};
 use crate::service::ServiceRef;
 use crate::supervisor::Restart;
@@ -84,8 +84,10 @@ pub struct Slot {
     cell: RwLock<Option<ActorCell>>,
     last_error: RwLock<Option<String>>,
     pub(crate) breaker: CircuitBreaker,
-    /// The breaker's cooldown: how long callers are told to wait while it is open.
-    pub(crate) breaker_cooldown: Duration,
+    /// A half-open probe admitted by `tell`: resolved by the next message the actor finishes handling
+    /// (success) or by its crash (failure). `tell_probe_armed` keeps the per-message check to one load.
+    tell_probe: Mutex<Option<Permit>>,
+    tell_probe_armed: AtomicBool,
     pub(crate) gate: Semaphore,
     pub(crate) max_in_flight: usize,
     pub(crate) call_timeout: Duration,
@@ -117,7 +119,8 @@ impl Slot {
             cell: RwLock::new(None),
             last_error: RwLock::new(None),
             breaker: CircuitBreaker::new(init.breaker),
-            breaker_cooldown: init.breaker.cooldown,
+            tell_probe: Mutex::new(None),
+            tell_probe_armed: AtomicBool::new(false),
             gate: Semaphore::new(init.max_in_flight),
             max_in_flight: init.max_in_flight,
             call_timeout: init.call_timeout,
@@ -191,6 +194,33 @@ impl Slot {
         self.mailbox.fetch_add(1, Ordering::Relaxed);
         self.metrics.mailbox.increment(1.0);
     }
+    /// Hold a half-open probe admitted by `tell` until the actor shows whether it copes.
+    pub(crate) fn arm_tell_probe(&self, permit: Permit) {
+        // A stale probe still held (its verdict never came) is released here.
+        let _stale = self.tell_probe.lock().unwrap_or_else(PoisonError::into_inner).replace(permit);
+        self.tell_probe_armed.store(true, Ordering::Release);
+    }
+
+    /// Resolve a pending `tell` probe: `Some(true)` after a handled message, `Some(false)` after a
+    /// handler error, `None` to release it without a verdict (the crash itself is recorded).
+    #[inline]
+    pub(crate) fn resolve_tell_probe(&self, verdict: Option<bool>) {
+        if !self.tell_probe_armed.load(Ordering::Acquire) {
+            return;
+        }
+        let permit = self.tell_probe.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.tell_probe_armed.store(false, Ordering::Release);
+        if let Some(permit) = permit {
+            let now = tokio::time::Instant::now();
+            match verdict {
+                Some(true) => self.breaker.record_success(permit, now),
+                Some(false) => self.breaker.record_failure(permit, now),
+                None => drop(permit),
+            }
+            self.publish_breaker();
+        }
+    }
+
     #[inline]
     pub(crate) fn mailbox_handled(&self) {
         // Saturating at zero: messages sent around the ServiceRef are handled but were never counted.

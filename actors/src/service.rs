@@ -16,8 +16,6 @@ use crate::registry::Slot;
 
 /// How long a caller is told to wait when the actor is between incarnations.
 const RESTARTING_RETRY_AFTER: Duration = Duration::from_millis(100);
-/// How long a caller is told to wait while the half-open probe is out.
-const PROBING_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// A typed, restart-proof handle to a supervised actor taking messages of type `M`.
 ///
@@ -62,19 +60,31 @@ impl<M: Message> ServiceRef<M> {
     }
 
     /// Send without waiting for a reply.
+    ///
+    /// While the breaker is open this fails fast with `Unavailable`. Once the cooldown has passed, one
+    /// `tell` is admitted as the half-open probe: the breaker closes when the actor next finishes a
+    /// message without error, and opens again if it fails — so services reached only by `tell` recover.
     pub fn tell(&self, msg: M) -> Result<()> {
         let slot = &*self.slot;
-        // Never consume the half-open probe with a fire-and-forget message, so do not ask the
-        // breaker for a permit: while it is open the cooldown bounds the wait.
-        match slot.breaker.state() {
-            BreakerState::Closed => {}
-            BreakerState::Open => return Err(self.unavailable(slot.breaker_cooldown)),
-            BreakerState::HalfOpen => return Err(self.unavailable(PROBING_RETRY_AFTER)),
-        }
+        let probe = match slot.breaker.state() {
+            BreakerState::Closed => None,
+            BreakerState::Open | BreakerState::HalfOpen => {
+                // Between incarnations: refuse before asking the breaker, so no probe is taken for nothing.
+                if slot.cell().is_none() {
+                    return Err(self.unavailable(RESTARTING_RETRY_AFTER));
+                }
+                let permit = slot.breaker.try_acquire(Instant::now()).map_err(|ra| self.unavailable(ra))?;
+                permit.is_probe().then_some(permit)
+            }
+        };
         let cell = slot.cell().ok_or_else(|| self.unavailable(RESTARTING_RETRY_AFTER))?;
+        if let Some(permit) = probe {
+            slot.arm_tell_probe(permit);
+        }
         slot.mailbox_enqueued();
         cell.send_message(msg).map_err(|_| {
             slot.mailbox_handled();
+            slot.resolve_tell_probe(None);
             self.unavailable(RESTARTING_RETRY_AFTER)
         })
     }
@@ -106,8 +116,8 @@ impl<M: Message> ServiceRef<M> {
         };
         // A permit granted while the breaker is not closed is the half-open probe: it must be
         // resolved (success or failure), or the breaker could wait for it forever.
-        let probing = slot.breaker.state() != BreakerState::Closed;
         let permit = slot.breaker.try_acquire(Instant::now()).map_err(|ra| self.unavailable(ra))?;
+        let probing = permit.is_probe();
         slot.mailbox_enqueued();
         let outcome = ractor::rpc::call(&cell, build, Some(timeout)).await;
         match outcome {

@@ -434,6 +434,7 @@ impl SupervisorState {
             child.cell = None;
             if abnormal {
                 child.slot.set_last_error(reason.clone());
+                child.slot.resolve_tell_probe(None);
                 child.slot.breaker.record_crash(now);
                 child.slot.publish_breaker();
             }

@@ -62,8 +62,6 @@ async fn crashes_open_the_breaker_and_a_probe_closes_it() {
     assert!(matches!(svc.tell(WMsg::Noop), Err(Error::Unavailable { .. })));
 
     tokio::time::advance(secs(5)).await;
-    // A tell after the cooldown is refused and must not use up the half-open probe.
-    assert!(matches!(svc.tell(WMsg::Noop), Err(Error::Unavailable { .. })));
     let probe = svc.call(WMsg::Ping).await.unwrap();
     assert_eq!(Some(probe), id(&reg, "/root/a"));
     assert_eq!(info(&reg, "/root/a").breaker, BreakerState::Closed);
@@ -281,5 +279,48 @@ async fn mailbox_depth_returns_to_zero() {
     busy.await.unwrap().unwrap();
     settle().await;
     assert_eq!(info(&reg, "/root/a").mailbox_depth, 0);
+    assert!(root.shutdown(secs(5)).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tell_after_the_cooldown_is_the_probe_and_closes_the_breaker() {
+    let log = new_log();
+    let (root, reg) = start(spec("root").child(worker("a", &log).breaker(breaker(2, secs(5))))).await;
+    let svc = reg.service::<WMsg>("a").unwrap();
+    for _ in 0..2 {
+        svc.tell(WMsg::Fail).unwrap();
+        settle().await;
+    }
+    assert_eq!(info(&reg, "/root/a").breaker, BreakerState::Open);
+    assert!(matches!(svc.tell(WMsg::Noop), Err(Error::Unavailable { .. })));
+
+    tokio::time::advance(secs(5)).await;
+    svc.tell(WMsg::Noop).unwrap(); // the probe
+    assert!(matches!(svc.tell(WMsg::Noop), Err(Error::Unavailable { .. })), "only one probe at a time");
+    settle().await;
+    assert_eq!(info(&reg, "/root/a").breaker, BreakerState::Closed, "a handled probe closes the breaker");
+    svc.tell(WMsg::Noop).unwrap();
+    assert!(root.shutdown(secs(5)).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_tell_probe_opens_the_breaker_again() {
+    let log = new_log();
+    let (root, reg) = start(spec("root").child(worker("a", &log).breaker(breaker(2, secs(5))))).await;
+    let svc = reg.service::<WMsg>("a").unwrap();
+    for _ in 0..2 {
+        svc.tell(WMsg::Fail).unwrap();
+        settle().await;
+    }
+    tokio::time::advance(secs(5)).await;
+    svc.tell(WMsg::Fail).unwrap(); // the probe crashes the actor
+    settle().await;
+    assert_eq!(info(&reg, "/root/a").breaker, BreakerState::Open);
+    assert!(matches!(svc.tell(WMsg::Noop), Err(Error::Unavailable { .. })));
+    // The next cooldown admits a new probe: the breaker is not wedged.
+    tokio::time::advance(secs(5)).await;
+    svc.tell(WMsg::Noop).unwrap();
+    settle().await;
+    assert_eq!(info(&reg, "/root/a").breaker, BreakerState::Closed);
     assert!(root.shutdown(secs(5)).await);
 }

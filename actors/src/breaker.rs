@@ -228,11 +228,21 @@ impl CircuitBreaker {
     /// The `retry_after` duration when the call is refused; it is never zero.
     #[inline]
     pub fn try_acquire(&self, now: Instant) -> Result<Permit, Duration> {
+        self.try_acquire_with(|| now)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) that reads the clock only when it needs it (never on the
+    /// closed fast path).
+    ///
+    /// # Errors
+    /// The `retry_after` duration when the call is refused; it is never zero.
+    #[inline]
+    pub fn try_acquire_with(&self, now: impl FnOnce() -> Instant) -> Result<Permit, Duration> {
         let state = self.inner.state.load(Ordering::Acquire);
         if state == CLOSED {
             return Ok(Permit::REGULAR);
         }
-        self.acquire_slow(state, self.inner.nanos(now))
+        self.acquire_slow(state, self.inner.nanos(now()))
     }
 
     #[cold]
@@ -276,10 +286,17 @@ impl CircuitBreaker {
     /// A probe permit is always settled on the breaker that issued it.
     #[inline]
     pub fn record_success(&self, permit: Permit, now: Instant) {
+        self.record_success_with(permit, || now);
+    }
+
+    /// [`record_success`](Self::record_success) that reads the clock only when the rate window or a
+    /// probe needs it.
+    #[inline]
+    pub fn record_success_with(&self, permit: Permit, now: impl FnOnce() -> Instant) {
         match permit.probe {
-            None => self.inner.on_success(|| self.inner.nanos(now)),
+            None => self.inner.on_success(|| self.inner.nanos(now())),
             Some(token) => {
-                let now_ns = token.inner.nanos(now);
+                let now_ns = token.inner.nanos(now());
                 token.resolve(true, now_ns);
             }
         }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,9 +50,7 @@ impl Status {
 /// installed before the tree starts, or the handles are no-ops).
 #[derive(Debug)]
 pub(crate) struct SlotMetrics {
-    pub(crate) messages: metrics::Counter,
     pub(crate) handler_seconds: metrics::Histogram,
-    pub(crate) mailbox: metrics::Gauge,
     pub(crate) restarts: metrics::Counter,
     pub(crate) breaker_state: metrics::Gauge,
 }
@@ -59,9 +58,7 @@ pub(crate) struct SlotMetrics {
 impl SlotMetrics {
     fn new(path: &str, kind: &'static str) -> Self {
         Self {
-            messages: metrics::counter!("troupe_actor_messages_total", "kind" => kind),
             handler_seconds: metrics::histogram!("troupe_actor_handler_seconds", "kind" => kind),
-            mailbox: metrics::gauge!("troupe_actor_mailbox_depth", "kind" => kind),
             restarts: metrics::counter!("troupe_actor_restarts_total", "kind" => kind, "path" => path.to_owned()),
             breaker_state: metrics::gauge!("troupe_actor_breaker_state", "path" => path.to_owned()),
         }
@@ -78,8 +75,11 @@ pub struct Slot {
     is_supervisor: bool,
     status: AtomicU8,
     restarts: AtomicU64,
-    /// Approximate mailbox depth: messages sent through a `ServiceRef` minus messages handled.
-    mailbox: AtomicI64,
+    /// Messages sent through a `ServiceRef` (written by senders).
+    enqueued: CachePadded<AtomicU64>,
+    /// Messages handled (written only by the actor's own task, so never contended). Approximate mailbox
+    /// depth is `enqueued - handled`.
+    handled: CachePadded<AtomicU64>,
     started_at_ms: AtomicI64,
     cell: RwLock<Option<ActorCell>>,
     last_error: RwLock<Option<String>>,
@@ -114,7 +114,8 @@ impl Slot {
             metrics,
             status: AtomicU8::new(Status::Starting as u8),
             restarts: AtomicU64::new(0),
-            mailbox: AtomicI64::new(0),
+            enqueued: CachePadded(AtomicU64::new(0)),
+            handled: CachePadded(AtomicU64::new(0)),
             started_at_ms: AtomicI64::new(0),
             cell: RwLock::new(None),
             last_error: RwLock::new(None),
@@ -161,13 +162,21 @@ impl Slot {
         self.cell.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// Run `f` on the running actor without cloning its handle (the read lock is held only for `f`,
+    /// which must not block).
+    #[inline]
+    pub(crate) fn with_cell<R>(&self, f: impl FnOnce(&ActorCell) -> R) -> Option<R> {
+        self.cell.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(f)
+    }
+
     pub(crate) fn set_status(&self, s: Status) {
         self.status.store(s as u8, Ordering::Release);
     }
     pub(crate) fn set_running(&self, cell: ActorCell) {
         *self.cell.write().unwrap_or_else(PoisonError::into_inner) = Some(cell);
         self.started_at_ms.store(now_ms(), Ordering::Relaxed);
-        self.mailbox.store(0, Ordering::Relaxed);
+        // The new incarnation's mailbox is empty.
+        self.enqueued.0.store(self.handled.0.load(Ordering::Relaxed), Ordering::Relaxed);
         self.set_status(Status::Running);
     }
     pub(crate) fn clear_cell(&self, s: Status) {
@@ -191,8 +200,12 @@ impl Slot {
     }
     #[inline]
     pub(crate) fn mailbox_enqueued(&self) {
-        self.mailbox.fetch_add(1, Ordering::Relaxed);
-        self.metrics.mailbox.increment(1.0);
+        self.enqueued.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A counted message never reached the mailbox (the send failed).
+    #[inline]
+    pub(crate) fn mailbox_unenqueued(&self) {
+        self.enqueued.0.fetch_sub(1, Ordering::Relaxed);
     }
     /// Hold a half-open probe admitted by `tell` until the actor shows whether it copes.
     pub(crate) fn arm_tell_probe(&self, permit: Permit) {
@@ -221,13 +234,24 @@ impl Slot {
         }
     }
 
+    /// Count one handled message; returns the count before it. Called only from the actor's own
+    /// task (one incarnation at a time), so a plain load and store suffice: no contended RMW on the
+    /// per-message path.
     #[inline]
-    pub(crate) fn mailbox_handled(&self) {
-        // Saturating at zero: messages sent around the ServiceRef are handled but were never counted.
-        let prev = self.mailbox.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| (v > 0).then(|| v - 1));
-        if prev.is_ok() {
-            self.metrics.mailbox.decrement(1.0);
-        }
+    pub(crate) fn note_handled(&self) -> u64 {
+        let n = self.handled.0.load(Ordering::Relaxed);
+        self.handled.0.store(n.wrapping_add(1), Ordering::Relaxed);
+        n
+    }
+
+    /// Messages handled by all incarnations so far.
+    pub fn messages(&self) -> u64 {
+        self.handled.0.load(Ordering::Relaxed)
+    }
+
+    fn mailbox_depth(&self) -> u64 {
+        // Saturating: messages sent around the ServiceRef (a raw ActorRef) are handled but not counted.
+        self.enqueued.0.load(Ordering::Relaxed).saturating_sub(self.handled.0.load(Ordering::Relaxed))
     }
 
     /// A serializable snapshot for the observer endpoint.
@@ -245,7 +269,8 @@ impl Slot {
             status: self.status(),
             restarts: self.restarts(),
             breaker: self.breaker.state(),
-            mailbox_depth: self.mailbox.load(Ordering::Relaxed).max(0) as u64,
+            messages: self.messages(),
+            mailbox_depth: self.mailbox_depth(),
             in_flight: self.max_in_flight - self.gate.available_permits().min(self.max_in_flight),
             actor_id: cell.map(|c| c.get_id().to_string()),
             uptime_ms: (self.status() == Status::Running && started > 0).then(|| (now_ms() - started).max(0) as u64),
@@ -275,7 +300,9 @@ pub struct ActorInfo {
     pub restarts: u64,
     /// Circuit breaker state.
     pub breaker: BreakerState,
-    /// Approximate mailbox depth.
+    /// Messages handled by all incarnations.
+    pub messages: u64,
+    /// Approximate mailbox depth (messages sent through a `ServiceRef` and not yet handled).
     pub mailbox_depth: u64,
     /// Calls in flight through `ServiceRef`s.
     pub in_flight: usize,
@@ -372,15 +399,31 @@ impl Registry {
         }
     }
 
-    /// Refresh derived gauges (breaker state) for every slot; called by a periodic sampler.
+    /// Refresh the metrics derived from slots — breaker state per path, messages handled and mailbox depth
+    /// per kind. Called by the node's sampler and on every `/metrics` scrape.
     pub fn publish_gauges(&self) {
         let slots: Vec<Arc<Slot>> =
             self.slots.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
-        for s in slots {
+        // Per-kind totals are summed here, at sampling time, rather than updated by every message:
+        // a shared per-kind atomic on the message path would make actors of one kind contend.
+        let mut per_kind: HashMap<&'static str, (u64, u64)> = HashMap::new();
+        for s in &slots {
             s.publish_breaker();
+            let e = per_kind.entry(s.kind()).or_default();
+            e.0 += s.messages();
+            e.1 += s.mailbox_depth();
+        }
+        for (kind, (messages, depth)) in per_kind {
+            metrics::counter!("troupe_actor_messages_total", "kind" => kind).absolute(messages);
+            metrics::gauge!("troupe_actor_mailbox_depth", "kind" => kind).set(depth as f64);
         }
     }
 }
+
+/// Keeps a hot atomic on its own cache line, so writers of neighbouring fields do not contend for it.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct CachePadded<T>(T);
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

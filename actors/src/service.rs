@@ -66,24 +66,33 @@ impl<M: Message> ServiceRef<M> {
     /// message without error, and opens again if it fails — so services reached only by `tell` recover.
     pub fn tell(&self, msg: M) -> Result<()> {
         let slot = &*self.slot;
-        let probe = match slot.breaker.state() {
-            BreakerState::Closed => None,
-            BreakerState::Open | BreakerState::HalfOpen => {
-                // Between incarnations: refuse before asking the breaker, so no probe is taken for nothing.
-                if slot.cell().is_none() {
-                    return Err(self.unavailable(RESTARTING_RETRY_AFTER));
-                }
-                let permit = slot.breaker.try_acquire(Instant::now()).map_err(|ra| self.unavailable(ra))?;
-                permit.is_probe().then_some(permit)
+        if slot.breaker.state() != BreakerState::Closed {
+            return self.tell_probing(msg);
+        }
+        // Counted before the send, so the actor never handles a message not yet counted.
+        slot.mailbox_enqueued();
+        match slot.with_cell(|cell| cell.send_message(msg)) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) | None => {
+                slot.mailbox_unenqueued();
+                Err(self.unavailable(RESTARTING_RETRY_AFTER))
             }
-        };
+        }
+    }
+
+    /// `tell` while the breaker is not closed: refused, unless this message becomes the probe.
+    #[cold]
+    fn tell_probing(&self, msg: M) -> Result<()> {
+        let slot = &*self.slot;
+        // Between incarnations: refuse before asking the breaker, so no probe is taken for nothing.
         let cell = slot.cell().ok_or_else(|| self.unavailable(RESTARTING_RETRY_AFTER))?;
-        if let Some(permit) = probe {
+        let permit = slot.breaker.try_acquire(Instant::now()).map_err(|ra| self.unavailable(ra))?;
+        if permit.is_probe() {
             slot.arm_tell_probe(permit);
         }
         slot.mailbox_enqueued();
         cell.send_message(msg).map_err(|_| {
-            slot.mailbox_handled();
+            slot.mailbox_unenqueued();
             slot.resolve_tell_probe(None);
             self.unavailable(RESTARTING_RETRY_AFTER)
         })
@@ -116,14 +125,17 @@ impl<M: Message> ServiceRef<M> {
         };
         // A permit granted while the breaker is not closed is the half-open probe: it must be
         // resolved (success or failure), or the breaker could wait for it forever.
-        let permit = slot.breaker.try_acquire(Instant::now()).map_err(|ra| self.unavailable(ra))?;
+        let permit = slot.breaker.try_acquire_with(Instant::now).map_err(|ra| self.unavailable(ra))?;
         let probing = permit.is_probe();
         slot.mailbox_enqueued();
         let outcome = ractor::rpc::call(&cell, build, Some(timeout)).await;
         match outcome {
             Ok(CallResult::Success(reply)) => {
-                slot.breaker.record_success(permit, Instant::now());
-                slot.publish_breaker();
+                slot.breaker.record_success_with(permit, Instant::now);
+                if probing {
+                    // Only a probe's success changes the state.
+                    slot.publish_breaker();
+                }
                 Ok(reply)
             }
             Ok(CallResult::Timeout) => {
@@ -138,7 +150,7 @@ impl<M: Message> ServiceRef<M> {
                 Err(Error::Stopped { service: slot.path().to_owned() })
             }
             Err(_send_failed) => {
-                slot.mailbox_handled();
+                slot.mailbox_unenqueued();
                 self.release(permit, probing);
                 Err(self.unavailable(RESTARTING_RETRY_AFTER))
             }

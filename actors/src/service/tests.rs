@@ -279,6 +279,13 @@ async fn mailbox_depth_returns_to_zero() {
     busy.await.unwrap().unwrap();
     settle().await;
     assert_eq!(info(&reg, "/root/a").mailbox_depth, 0);
+    assert_eq!(info(&reg, "/root/a").messages, 4, "every handled message is counted");
+    // Messages lost with a dead incarnation are not left counted: the new one starts empty.
+    reg.slot("/root/a").unwrap().cell().unwrap().kill();
+    let _ = svc.tell(WMsg::Noop);
+    settle().await;
+    assert_eq!(restarts(&reg, "/root/a"), 1);
+    assert_eq!(info(&reg, "/root/a").mailbox_depth, 0);
     assert!(root.shutdown(secs(5)).await);
 }
 

@@ -52,7 +52,12 @@ impl<A: Actor> Actor for Instrumented<A> {
         let timed = slot.note_handled().is_multiple_of(TIMING_SAMPLE);
         let span = tracing::debug_span!("actor.handle", actor = slot.path(), kind = slot.kind());
         let started = timed.then(Instant::now);
-        let result = self.inner.handle(myself, message, state).instrument(span).await;
+        let result = if span.is_disabled() {
+            // The common case (debug spans off): no per-poll span enter/exit.
+            self.inner.handle(myself, message, state).await
+        } else {
+            self.inner.handle(myself, message, state).instrument(span).await
+        };
         if let Some(started) = started {
             slot.metrics.handler_seconds.record(started.elapsed().as_secs_f64());
         }

@@ -106,14 +106,14 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     /// Five failures in a row, or ≥ 50 % failures over at least 20 calls in
-    /// 30 s; 10 s cooldown.
+    /// 30 s; 5 s cooldown (the same defaults as the node's `[breaker]` config).
     fn default() -> Self {
         Self {
             consecutive_failures: 5,
             failure_rate: 0.5,
             min_calls: 20,
             window: Duration::from_secs(30),
-            cooldown: Duration::from_secs(10),
+            cooldown: Duration::from_secs(5),
         }
     }
 }

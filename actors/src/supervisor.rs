@@ -132,13 +132,7 @@ impl SupervisorSpec {
             strategy: Strategy::OneForOne,
             intensity: Intensity { max_restarts: 5, within: Duration::from_secs(10) },
             backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5), jitter: 0.2 },
-            breaker: BreakerConfig {
-                consecutive_failures: 5,
-                failure_rate: 0.5,
-                min_calls: 20,
-                window: Duration::from_secs(30),
-                cooldown: Duration::from_secs(5),
-            },
+            breaker: BreakerConfig::default(),
             calls: CallLimits { timeout: Duration::from_secs(5), max_in_flight: 1024 },
             children: Vec::new(),
         }
@@ -676,8 +670,12 @@ impl RootHandle {
     }
 
     /// Stop the tree in reverse start order; children still running after `grace` are killed.
-    /// Returns whether the stop was graceful.
+    /// Returns whether the stop was graceful (false, doing nothing, if the root already escalated).
     pub async fn shutdown(self, grace: Duration) -> bool {
+        if self.join.is_none() || self.slot.status() == Status::Failed {
+            // The root already gave up (escalated): its children are stopped and its status stays Failed.
+            return false;
+        }
         let graceful = self.actor.stop_and_wait(Some("shutdown".to_owned()), Some(grace)).await.is_ok();
         if !graceful {
             let _ = self.actor.kill_and_wait(Some(Duration::from_secs(1))).await;

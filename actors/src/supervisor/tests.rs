@@ -424,7 +424,8 @@ async fn root_escalation_ends_the_tree() {
     assert_eq!(status(&reg, "/root/a"), Status::Failed);
     assert_eq!(status(&reg, "/root/b"), Status::Failed);
     assert_eq!(entries_since(&log, 3), s(&["stop:b"]));
-    root.shutdown(Duration::from_secs(1)).await;
+    assert!(!root.shutdown(Duration::from_secs(1)).await, "nothing left to stop gracefully");
+    assert_eq!(status(&reg, "/root"), Status::Failed, "shutdown after escalation keeps the root Failed");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-//! One node, top to bottom: observability → data dir → listener → supervision tree → gateway; stopped
-//! in reverse on SIGTERM/SIGINT within `shutdown.grace`.
+//! One node, top to bottom: observability → data dir → store → listener → supervision tree → gateway;
+//! stopped in reverse on SIGTERM/SIGINT within `shutdown.grace`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -94,6 +94,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     init_tracing(&cfg)?;
     check_data_dir(&cfg)?;
+    let store = troupe_storage::Store::open(&cfg.store, &cfg.node.data_dir).await.context("cannot open the store")?;
     let prometheus = install_metrics()?;
     let listener =
         TcpListener::bind(cfg.http.addr).await.with_context(|| format!("cannot listen on {}", cfg.http.addr))?;
@@ -153,6 +154,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     // 2. Stop the supervision tree in reverse start order within what is left of the grace period.
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     let graceful = root.shutdown(left).await;
+    // 3. Last, the store: every acknowledged write is already on disk; this releases the data dir.
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "store did not close cleanly");
+    }
     tracing::info!(
         graceful,
         elapsed_ms = (grace - deadline.saturating_duration_since(Instant::now())).as_millis() as u64,

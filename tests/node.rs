@@ -165,3 +165,29 @@ fn version_and_help() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("run") && help.contains("config"), "{help}");
 }
+
+#[test]
+fn a_second_node_on_the_same_data_dir_is_refused() {
+    let node = Node::start(&[]);
+    let out =
+        command().args(["run", "--http-addr", "127.0.0.1:0", "--data-dir"]).arg(node.data.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("cannot open the store") && errors[0].contains("in use"), "{stderr}");
+}
+
+#[test]
+fn backends_not_built_yet_are_a_clear_error() {
+    let data = TempDir::new("pg");
+    let out = command()
+        .args(["run", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("TROUPE_STORE_BACKEND", "postgres")
+        .env("TROUPE_STORE_URL", "postgres://127.0.0.1/test")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.backend"));
+}

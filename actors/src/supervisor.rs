@@ -690,9 +690,13 @@ impl RootHandle {
     }
 
     /// Wait until the root exits by itself (it escalated: restart intensity exceeded at the top).
+    /// Cancel-safe.
     pub async fn exited(&mut self) {
-        if let Some(join) = self.join.take() {
+        // Awaited through `&mut` so that dropping this future (e.g. a `select!` that took another
+        // branch) leaves the handle in place for `shutdown`.
+        if let Some(join) = self.join.as_mut() {
             let _ = join.await;
+            self.join = None;
             self.slot.clear_cell(Status::Failed);
             self.registry.settle_subtree(self.slot.path(), Status::Failed);
         }

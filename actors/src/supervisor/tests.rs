@@ -888,3 +888,17 @@ proptest! {
         rt.block_on(run_schedule(ops))?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_exit_is_cancel_safe() {
+    let log = new_log();
+    let reg = Registry::new();
+    let mut root = Supervisor::start_root(spec("root").child(worker("a", &log)), reg.clone()).await.unwrap();
+    // As the node does: race `exited()` against a signal; the signal wins and drops the exit future.
+    tokio::select! {
+        () = root.exited() => panic!("the root did not exit"),
+        () = tokio::time::sleep(Duration::from_millis(10)) => {}
+    }
+    assert!(root.shutdown(Duration::from_secs(5)).await, "shutdown still stops the tree gracefully");
+    assert_eq!(status(&reg, "/root/a"), Status::Stopped);
+}

@@ -1,0 +1,578 @@
+//! The embedded fjall 3 backend: one fjall keyspace per table, row key = escaped(pk) ‖ ck (both in the
+//! order-preserving encoding of `crate::key`), row value = 17-byte header (format, row version, expiry)
+//! ‖ payload.
+//!
+//! Writes go through one writer thread fed by a bounded queue (**group commit**): it takes every request
+//! waiting (up to [`MAX_GROUP`]), checks each request's conditions against the store plus the writes of
+//! earlier requests in the same group, merges the accepted ones into one fjall batch and commits it with
+//! `PersistMode::SyncAll`, then answers them all. One fsync is shared by every writer in the group, and a
+//! write is acknowledged only once it is on disk (fjall makes a batch visible after its persist).
+//! Reads run on tokio's blocking pool. Expired rows are hidden on read; they are removed only when
+//! overwritten or deleted (TTL compaction is future work).
+//!
+//! Layout of the directory: `FORMAT` (this backend's format version, checked at open) and `fjall/`.
+//! fjall holds an exclusive file lock on `fjall/`, so a second open (another process or this one) fails
+//! with `StoreError::Locked`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::Backend;
+use crate::error::{Result, StoreError};
+use crate::key::{Key, escape_into};
+use crate::model::{Condition, Direction, OUTBOX_TABLE, Op, Page, Row, Scan, WriteBatch};
+use crate::store::corrupt;
+
+/// Format version of a fjall store directory written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+/// Most requests merged into one group commit.
+pub const MAX_GROUP: usize = 4096;
+/// Stop adding requests to a group past this many payload bytes (a group is held in memory).
+pub const MAX_GROUP_BYTES: usize = 64 << 20;
+/// Capacity of the writer's queue (callers wait for room beyond it).
+pub const QUEUE_CAPACITY: usize = 8192;
+
+const FORMAT_FILE: &str = "FORMAT";
+const HEADER_MAGIC: u8 = 0xA1;
+const HEADER_LEN: usize = 17;
+const META_TABLE: &str = "_troupe_meta";
+const OUTBOX_NEXT_KEY: &[u8] = b"outbox_next";
+
+/// A stored value: header fields and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    version: u64,
+    expires_at_ms: Option<u64>,
+    payload: Vec<u8>,
+}
+
+impl Stored {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
+        out.push(HEADER_MAGIC);
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&self.expires_at_ms.unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, &'static str> {
+        let (version, expires_at_ms, payload) = Self::peek(bytes)?;
+        Ok(Self { version, expires_at_ms, payload: payload.to_vec() })
+    }
+
+    /// Header fields and the payload, without copying.
+    fn peek(bytes: &[u8]) -> std::result::Result<(u64, Option<u64>, &[u8]), &'static str> {
+        let (header, payload) = bytes.split_at_checked(HEADER_LEN).ok_or("value shorter than its header")?;
+        let (magic, rest) = header.split_first().ok_or("empty value")?;
+        if *magic != HEADER_MAGIC {
+            return Err("unknown value header");
+        }
+        let (v, e) = rest.split_at_checked(8).ok_or("short header")?;
+        let version = u64::from_be_bytes(v.try_into().map_err(|_| "bad version")?);
+        let expires = u64::from_be_bytes(e.try_into().map_err(|_| "bad expiry")?);
+        Ok((version, (expires != 0).then_some(expires), payload))
+    }
+
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+/// The encoded partition prefix: escaped(pk.encode()).
+fn partition_prefix(pk: &Key) -> Vec<u8> {
+    let mut out = Vec::new();
+    escape_into(&pk.encode(), &mut out);
+    out
+}
+
+fn row_key(pk: &Key, ck: &Key) -> Vec<u8> {
+    let mut out = partition_prefix(pk);
+    ck.encode_into(&mut out);
+    out
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::unavailable(format!("fjall: {e}"))
+}
+
+struct Shared {
+    db: Database,
+    tables: Mutex<HashMap<String, Keyspace>>,
+    groups: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// Group-commit counters since open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupCommitStats {
+    /// Durable commits (fsyncs) made.
+    pub groups: u64,
+    /// Write requests acknowledged by them.
+    pub requests: u64,
+}
+
+impl Shared {
+    fn keyspace(&self, table: &str) -> Result<Keyspace> {
+        if table.is_empty() || table.len() > 255 {
+            return Err(StoreError::bad_config(format!("bad table name {table:?}")));
+        }
+        let mut tables = self.tables.lock().map_err(|_| StoreError::unavailable("fjall: table map poisoned"))?;
+        if let Some(ks) = tables.get(table) {
+            return Ok(ks.clone());
+        }
+        let ks = self.db.keyspace(table, KeyspaceCreateOptions::default).map_err(io)?;
+        tables.insert(table.to_owned(), ks.clone());
+        Ok(ks)
+    }
+
+    fn get(&self, table: &str, pk: &Key, ck: &Key, now_ms: u64) -> Result<Option<Row>> {
+        let ks = self.keyspace(table)?;
+        let Some(bytes) = ks.get(row_key(pk, ck)).map_err(io)? else { return Ok(None) };
+        let stored = Stored::decode(&bytes).map_err(|r| corrupt(table, pk, ck, r))?;
+        Ok(stored.live(now_ms).then(|| Row {
+            ck: ck.clone(),
+            value: stored.payload,
+            version: stored.version,
+            expires_at_ms: stored.expires_at_ms,
+        }))
+    }
+
+    fn scan(&self, table: &str, pk: &Key, scan: &Scan, now_ms: u64) -> Result<Page> {
+        let ks = self.keyspace(table)?;
+        let prefix = partition_prefix(pk);
+        let with_prefix = |b: &[u8]| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(b);
+            k
+        };
+        let (start, end) = scan.effective_bounds();
+        let lo = match start {
+            Bound::Included(b) => Bound::Included(with_prefix(&b)),
+            Bound::Excluded(b) => Bound::Excluded(with_prefix(&b)),
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+        };
+        let hi = match end {
+            Bound::Included(b) => Bound::Included(with_prefix(&b)),
+            Bound::Excluded(b) => Bound::Excluded(with_prefix(&b)),
+            Bound::Unbounded => {
+                // The prefix ends with the terminator 0x00 0x00; every key of the partition sorts below
+                // the prefix with its last byte raised to 0x01, and no other partition's key does.
+                let mut hi = prefix.clone();
+                if let Some(last) = hi.last_mut() {
+                    *last = 0x01;
+                }
+                Bound::Excluded(hi)
+            }
+        };
+        let iter = ks.range::<Vec<u8>, _>((lo, hi));
+        let iter: Box<dyn Iterator<Item = fjall::Guard>> = match scan.direction {
+            Direction::Ascending => Box::new(iter),
+            Direction::Descending => Box::new(iter.rev()),
+        };
+        let mut page = Page::default();
+        for guard in iter {
+            let (k, v) = guard.into_inner().map_err(io)?;
+            let ck_bytes = k.get(prefix.len()..).unwrap_or_default();
+            let ck = Key::decode(ck_bytes)
+                .map_err(|e| corrupt(table, pk, &Key::empty().bytes(ck_bytes.to_vec()), e.to_string()))?;
+            let stored = Stored::decode(&v).map_err(|r| corrupt(table, pk, &ck, r))?;
+            if !stored.live(now_ms) {
+                continue;
+            }
+            if page.rows.len() == scan.limit {
+                page.next = page.rows.last().map(|r| crate::model::Cursor(r.ck.encode()));
+                break;
+            }
+            page.rows.push(Row {
+                ck,
+                value: stored.payload,
+                version: stored.version,
+                expires_at_ms: stored.expires_at_ms,
+            });
+        }
+        Ok(page)
+    }
+}
+
+struct Request {
+    batch: WriteBatch,
+    now_ms: u64,
+    reply: oneshot::Sender<Result<Vec<u64>>>,
+}
+
+enum Command {
+    Write(Request),
+    Close(oneshot::Sender<()>),
+}
+
+/// The fjall backend. See the module doc.
+pub struct FjallBackend {
+    shared: Mutex<Option<Arc<Shared>>>,
+    tx: mpsc::Sender<Command>,
+    path: PathBuf,
+}
+
+impl FjallBackend {
+    /// Opens (creating if needed) the store directory `path`. Errors: `FormatVersion` for a directory
+    /// of another format, `BadConfig` for a non-store directory, `Locked` when it is already open.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let p = path.clone();
+        let (shared, next_outbox) = tokio::task::spawn_blocking(move || open_blocking(&p)).await.map_err(io)??;
+        let shared = Arc::new(shared);
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer { shared: Arc::clone(&shared), next_outbox };
+        std::thread::Builder::new().name("troupe-store-writer".to_owned()).spawn(move || writer.run(rx)).map_err(io)?;
+        tracing::info!(path = %path.display(), format = FORMAT_VERSION, "fjall store open");
+        Ok(Self { shared: Mutex::new(Some(shared)), tx, path })
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>> {
+        let guard = self.shared.lock().map_err(|_| StoreError::unavailable("fjall: handle poisoned"))?;
+        guard.clone().ok_or_else(|| StoreError::unavailable("fjall store is closed"))
+    }
+
+    /// Group-commit counters (zero once closed).
+    pub fn stats(&self) -> GroupCommitStats {
+        self.shared()
+            .map(|s| GroupCommitStats {
+                groups: s.groups.load(Ordering::Relaxed),
+                requests: s.requests.load(Ordering::Relaxed),
+            })
+            .unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    fn raw_insert(&self, table: &str, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.shared()?.keyspace(table)?.insert(key, value).map_err(io)
+    }
+}
+
+impl Drop for FjallBackend {
+    /// Dropping the database waits for fjall's worker threads (flushes, compactions): never on the
+    /// caller's (possibly tokio) thread. Call [`Backend::close`] to know when the directory is released.
+    fn drop(&mut self) {
+        let taken = match self.shared.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(_) => None,
+        };
+        if let Some(shared) = taken {
+            let _ = std::thread::Builder::new().name("troupe-store-drop".to_owned()).spawn(move || drop(shared));
+        }
+    }
+}
+
+fn open_blocking(path: &Path) -> Result<(Shared, u64)> {
+    std::fs::create_dir_all(path).map_err(|e| StoreError::bad_config(format!("{}: {e}", path.display())))?;
+    let format_path = path.join(FORMAT_FILE);
+    let db_path = path.join("fjall");
+    let expected = format!("troupe-store fjall {FORMAT_VERSION}\n");
+    let fresh = match std::fs::read_to_string(&format_path) {
+        Ok(found) if found == expected => false,
+        Ok(found) => {
+            return Err(StoreError::FormatVersion {
+                path: format_path,
+                found: found.trim().to_owned(),
+                expected: FORMAT_VERSION,
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if db_path.exists() {
+                return Err(StoreError::bad_config(format!(
+                    "{} holds data but no {FORMAT_FILE} file: not a Troupe store",
+                    path.display()
+                )));
+            }
+            true
+        }
+        Err(e) => return Err(StoreError::bad_config(format!("{}: {e}", format_path.display()))),
+    };
+    let db = Database::builder(&db_path).open().map_err(|e| match e {
+        fjall::Error::Locked => StoreError::Locked { path: path.to_owned() },
+        e => io(e),
+    })?;
+    if fresh {
+        write_format(&format_path, &expected)?;
+    }
+    let shared =
+        Shared { db, tables: Mutex::new(HashMap::new()), groups: AtomicU64::new(0), requests: AtomicU64::new(0) };
+    let meta = shared.keyspace(META_TABLE)?;
+    let next_outbox = match meta.get(OUTBOX_NEXT_KEY).map_err(io)? {
+        None => 1,
+        Some(v) => {
+            let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::CorruptData {
+                table: META_TABLE.to_owned(),
+                key: "outbox_next".to_owned(),
+                reason: "not a u64".to_owned(),
+            })?;
+            u64::from_be_bytes(arr)
+        }
+    };
+    Ok((shared, next_outbox))
+}
+
+fn write_format(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path).map_err(|e| StoreError::bad_config(format!("{}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes()).and_then(|()| f.sync_all()).map_err(io)
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    next_outbox: u64,
+}
+
+/// What the writer found at a row it is about to write.
+struct Found {
+    /// Stored version (0 = absent), also of an expired row, so versions keep growing.
+    version: u64,
+    live: bool,
+    holds: bool,
+}
+
+/// Key of a row inside one group: (table, row key).
+type GroupKey = (String, Vec<u8>);
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut group = Vec::with_capacity(64);
+        while let Some(cmd) = rx.blocking_recv() {
+            let mut close = None;
+            let mut bytes = 0;
+            match cmd {
+                Command::Write(r) => {
+                    bytes += r.batch.payload_bytes();
+                    group.push(r);
+                }
+                Command::Close(done) => close = Some(done),
+            }
+            while close.is_none() && group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(Command::Write(r)) => {
+                        bytes += r.batch.payload_bytes();
+                        group.push(r);
+                    }
+                    Ok(Command::Close(done)) => close = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(std::mem::take(&mut group));
+            }
+            if let Some(done) = close {
+                rx.close();
+                // Fail whatever is still queued, then drop our handle on the database.
+                while let Ok(cmd) = rx.try_recv() {
+                    if let Command::Write(r) = cmd {
+                        let _ = r.reply.send(Err(StoreError::unavailable("fjall store is closed")));
+                    }
+                }
+                drop(self);
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        // Final state of every row this group writes (None = delete), in key order.
+        let mut overlay: BTreeMap<GroupKey, Option<Vec<u8>>> = BTreeMap::new();
+        let mut accepted = Vec::with_capacity(group.len());
+        let outbox_before = self.next_outbox;
+        for req in group {
+            match self.stage(&req.batch, req.now_ms, &overlay) {
+                Ok((local, results, next_outbox)) => {
+                    overlay.extend(local);
+                    self.next_outbox = next_outbox;
+                    accepted.push((req.reply, results));
+                }
+                Err(e) => {
+                    let _ = req.reply.send(Err(e));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let outcome = self.write(overlay, outbox_before);
+        if outcome.is_ok() {
+            self.shared.groups.fetch_add(1, Ordering::Relaxed);
+            self.shared.requests.fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        }
+        for (reply, results) in accepted {
+            let _ = reply.send(match &outcome {
+                Ok(()) => Ok(results),
+                Err(e) => Err(StoreError::unavailable(e)),
+            });
+        }
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "fjall group commit failed; the store is unavailable");
+            self.next_outbox = outbox_before;
+        }
+    }
+
+    fn write(&self, overlay: BTreeMap<GroupKey, Option<Vec<u8>>>, outbox_before: u64) -> Result<(), String> {
+        let mut batch = self.shared.db.batch().durability(Some(PersistMode::SyncAll));
+        for ((table, key), value) in overlay {
+            let ks = self.shared.keyspace(&table).map_err(|e| e.to_string())?;
+            match value {
+                Some(v) => batch.insert(&ks, key, v),
+                None => batch.remove(&ks, key),
+            }
+        }
+        if self.next_outbox != outbox_before {
+            let meta = self.shared.keyspace(META_TABLE).map_err(|e| e.to_string())?;
+            batch.insert(&meta, OUTBOX_NEXT_KEY, self.next_outbox.to_be_bytes().to_vec());
+        }
+        batch.commit().map_err(|e| format!("fjall commit: {e}"))
+    }
+
+    /// Checks one request's conditions and computes its writes, without touching the store.
+    #[allow(clippy::type_complexity, reason = "private helper; the tuple is unpacked right at the call site")]
+    fn stage(
+        &self,
+        batch: &WriteBatch,
+        now_ms: u64,
+        overlay: &BTreeMap<GroupKey, Option<Vec<u8>>>,
+    ) -> Result<(BTreeMap<GroupKey, Option<Vec<u8>>>, Vec<u64>, u64)> {
+        let mut local: BTreeMap<GroupKey, Option<Vec<u8>>> = BTreeMap::new();
+        let mut results = Vec::with_capacity(batch.ops.len());
+        let mut next_outbox = self.next_outbox;
+        for op in &batch.ops {
+            let (table, pk, ck, new_value, expires_at_ms, condition) = match op {
+                Op::Put { table, pk, ck, value, expires_at_ms, condition } => {
+                    (table.as_str(), pk.clone(), ck.clone(), Some(value), *expires_at_ms, condition)
+                }
+                Op::Delete { table, pk, ck, condition } => {
+                    (table.as_str(), pk.clone(), ck.clone(), None, None, condition)
+                }
+                Op::Outbox { value } => {
+                    let id = next_outbox;
+                    next_outbox += 1;
+                    let stored = Stored { version: 1, expires_at_ms: None, payload: value.clone() };
+                    let key = row_key(&Key::empty(), &Key::empty().u64(id));
+                    local.insert((OUTBOX_TABLE.to_owned(), key), Some(stored.encode()));
+                    results.push(id);
+                    continue;
+                }
+            };
+            let key = row_key(&pk, &ck);
+            let gk = (table.to_owned(), key);
+            // The current row's version and liveness, and whether the condition holds, without copying it.
+            let check = |bytes: Option<&[u8]>| -> Result<Found> {
+                let Some(bytes) = bytes else {
+                    return Ok(Found {
+                        version: 0,
+                        live: false,
+                        holds: !matches!(condition, Condition::Version(_) | Condition::Value(_)),
+                    });
+                };
+                let (version, expires_at_ms, payload) = Stored::peek(bytes).map_err(|r| corrupt(table, &pk, &ck, r))?;
+                let live = expires_at_ms.is_none_or(|at| at > now_ms);
+                let holds = match condition {
+                    Condition::None => true,
+                    Condition::Absent => !live,
+                    Condition::Version(v) => live && version == *v,
+                    Condition::Value(v) => live && payload == v.as_slice(),
+                };
+                Ok(Found { version, live, holds })
+            };
+            let found = match local.get(&gk).or_else(|| overlay.get(&gk)) {
+                Some(v) => check(v.as_deref())?,
+                None => {
+                    let ks = self.shared.keyspace(table)?;
+                    check(ks.get(&gk.1).map_err(io)?.as_deref())?
+                }
+            };
+            if !found.holds {
+                return Err(StoreError::Conflict { current: if found.live { found.version } else { 0 } });
+            }
+            match new_value {
+                Some(value) => {
+                    let version = found.version + 1;
+                    let stored = Stored { version, expires_at_ms, payload: value.clone() };
+                    local.insert(gk, Some(stored.encode()));
+                    results.push(version);
+                }
+                None => {
+                    local.insert(gk, None);
+                    results.push(0);
+                }
+            }
+        }
+        Ok((local, results, next_outbox))
+    }
+}
+
+impl Backend for FjallBackend {
+    fn name(&self) -> &'static str {
+        "fjall"
+    }
+
+    fn get<'a>(&'a self, table: &'a str, pk: &'a Key, ck: &'a Key, now_ms: u64) -> BoxFuture<'a, Result<Option<Row>>> {
+        async move {
+            let shared = self.shared()?;
+            let (table, pk, ck) = (table.to_owned(), pk.clone(), ck.clone());
+            tokio::task::spawn_blocking(move || shared.get(&table, &pk, &ck, now_ms)).await.map_err(io)?
+        }
+        .boxed()
+    }
+
+    fn scan<'a>(&'a self, table: &'a str, pk: &'a Key, scan: &'a Scan, now_ms: u64) -> BoxFuture<'a, Result<Page>> {
+        async move {
+            let shared = self.shared()?;
+            let (table, pk, scan) = (table.to_owned(), pk.clone(), scan.clone());
+            tokio::task::spawn_blocking(move || shared.scan(&table, &pk, &scan, now_ms)).await.map_err(io)?
+        }
+        .boxed()
+    }
+
+    fn commit(&self, batch: WriteBatch, now_ms: u64) -> BoxFuture<'_, Result<Vec<u64>>> {
+        async move {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Command::Write(Request { batch, now_ms, reply }))
+                .await
+                .map_err(|_| StoreError::unavailable("fjall store is closed"))?;
+            rx.await.map_err(|_| StoreError::unavailable("fjall writer stopped"))?
+        }
+        .boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let taken = match self.shared.lock() {
+                Ok(mut guard) => guard.take(),
+                Err(_) => None,
+            };
+            let (done, rx) = oneshot::channel();
+            if self.tx.send(Command::Close(done)).await.is_ok() {
+                let _ = rx.await;
+            }
+            if let Some(shared) = taken {
+                // Readers in flight hold their own clones; this drops ours (the last, once they finish).
+                tokio::task::spawn_blocking(move || drop(shared)).await.map_err(io)?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -41,6 +41,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         key: None,
         description: "Test harness: when 1, tests needing PostgreSQL/RabbitMQ fail instead of being skipped.",
     },
+    EnvVar {
+        name: "TROUPE_TEST_POSTGRES_URL",
+        key: None,
+        description: "Test harness: PostgreSQL URL for storage tests (default postgres://root@127.0.0.1:5432/test).",
+    },
     config("TROUPE_NODE_NAME", "node.name", "Node name ([a-z0-9][a-z0-9._-]{0,62})."),
     config("TROUPE_DATA_DIR", "node.data_dir", "Directory for the embedded store and other node state."),
     config("TROUPE_HTTP_ADDR", "http.addr", "HTTP listen address (ip:port)."),

@@ -12,21 +12,38 @@ use crate::{Direction, Expected, Key, ManualClock, Scan, Store, StoreError, Writ
 
 /// Generates one `#[tokio::test]` per conformance check, each over a fresh store from `$make(clock).await`
 /// (which returns the store and a guard dropped after the test).
+///
+/// `conformance_tests!(optional $make)` is for backends behind an external service: `$make(clock).await`
+/// returns `Option<(Store, Guard)>`, and `None` (service not reachable, skip allowed) ends the test early.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:path) => {
-        $crate::conformance_tests!(@each $make;
+        $crate::conformance_tests!(@list required $make);
+    };
+    (optional $make:path) => {
+        $crate::conformance_tests!(@list optional $make);
+    };
+    (@list $mode:ident $make:path) => {
+        $crate::conformance_tests!(@each $mode $make;
             ordering, ranges_both_ways, cursors, ttl_expiry, versions_and_delete, cas_and_put_if_absent,
             cas_race_has_one_winner, put_if_absent_race_has_one_winner, append_conflicts, append_race,
             snapshots, lease_expiry_and_fencing, lease_race_and_token_monotonicity, outbox_atomicity,
             foreign_bytes_are_corrupt_data);
     };
-    (@each $make:path; $($name:ident),*) => {
+    (@make required $make:path, $clock:expr) => {
+        Some($make($clock).await)
+    };
+    (@make optional $make:path, $clock:expr) => {
+        $make($clock).await
+    };
+    (@each $mode:ident $make:path; $($name:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 let clock = $crate::ManualClock::new(1_000_000);
-                let (store, guard) = $make(clock.clone()).await;
+                let Some((store, guard)) = $crate::conformance_tests!(@make $mode $make, clock.clone()) else {
+                    return;
+                };
                 $crate::conformance::$name(&store, &clock).await;
                 store.close().await.expect("close");
                 drop(guard);

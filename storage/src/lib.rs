@@ -5,9 +5,9 @@
 //!
 //! Layout: [`Store`] (`store.rs`) is the handle callers use; it builds events, snapshots, leases and the
 //! outbox on the three primitives of the object-safe [`Backend`] trait (`get`, `scan`, atomic `commit` of
-//! a [`WriteBatch`]). Backends: fjall (`fjall_backend.rs`, embedded, default, group commit); PostgreSQL
-//! and ScyllaDB (cargo feature `scylla`) come next. Keys are tuples ([`Key`]) in an order-preserving byte
-//! encoding (`key.rs`); time comes from an injectable [`Clock`]. `conformance.rs` (cargo feature
+//! a [`WriteBatch`]). Backends: fjall (`fjall_backend.rs`, embedded, default, group commit), PostgreSQL
+//! (`postgres_backend.rs`, shared); ScyllaDB (cargo feature `scylla`) comes next. Keys are tuples
+//! ([`Key`]) in an order-preserving byte encoding (`key.rs`); time comes from an injectable [`Clock`]. `conformance.rs` (cargo feature
 //! `conformance`, always in this crate's tests) is the suite every backend must pass.
 //!
 //! Why a trait object and not an enum of backends: backends live behind cargo features (`scylla`) and in
@@ -24,6 +24,7 @@ mod error;
 mod fjall_backend;
 mod key;
 mod model;
+mod postgres_backend;
 mod store;
 pub mod typed;
 
@@ -36,6 +37,7 @@ pub use model::{
     Condition, Cursor, Direction, EVENTS_TABLE, Expected, LEASES_TABLE, OUTBOX_TABLE, Op, Page, Row, SNAPSHOTS_TABLE,
     Scan, WriteBatch,
 };
+pub use postgres_backend::{PostgresBackend, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use store::{Event, Lease, OutboxEntry, Snapshot, Store, check_table};
 
 #[cfg(test)]

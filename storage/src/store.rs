@@ -84,7 +84,15 @@ impl Store {
                 let backend = crate::fjall_backend::FjallBackend::open(data_dir.join("store")).await?;
                 Ok(Self::new(Arc::new(backend), Arc::new(SystemClock)))
             }
-            StoreBackend::Postgres | StoreBackend::Scylla => Err(StoreError::bad_config(format!(
+            StoreBackend::Postgres => {
+                let url = config
+                    .url
+                    .as_ref()
+                    .ok_or_else(|| StoreError::bad_config("store.backend = \"postgres\" needs store.url"))?;
+                let backend = crate::postgres_backend::PostgresBackend::open(url.expose()).await?;
+                Ok(Self::new(Arc::new(backend), Arc::new(SystemClock)))
+            }
+            StoreBackend::Scylla => Err(StoreError::bad_config(format!(
                 "store.backend = {:?} is not available in this build yet",
                 config.backend
             ))),

@@ -180,12 +180,12 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
 
 #[test]
 fn backends_not_built_yet_are_a_clear_error() {
-    let data = TempDir::new("pg");
+    let data = TempDir::new("scylla");
     let out = command()
         .args(["run", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
-        .env("TROUPE_STORE_BACKEND", "postgres")
-        .env("TROUPE_STORE_URL", "postgres://127.0.0.1/test")
+        .env("TROUPE_STORE_BACKEND", "scylla")
+        .env("TROUPE_STORE_URL", "127.0.0.1:9042")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -333,12 +333,8 @@ impl Store {
                 }
             };
             let rec = LeaseRecord { owner: owner.to_owned(), token, expires_at_ms };
-            let mut batch = WriteBatch::new();
-            batch.put_with(LEASES_TABLE, &pk, &Key::empty(), typed::encode(&rec), None, condition);
-            match self.backend.commit(batch, now).await {
-                Ok(_) => return Ok(Lease { name: name.to_owned(), owner: owner.to_owned(), token, expires_at_ms }),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
+            if self.put_lease(&pk, &rec, condition, now).await? {
+                return Ok(Lease { name: name.to_owned(), owner: owner.to_owned(), token, expires_at_ms });
             }
         }
         Err(StoreError::unavailable(format!("lease {name:?}: too much contention")))
@@ -358,22 +354,23 @@ impl Store {
             }
             let expires_at_ms = now.saturating_add(duration_ms(ttl));
             let new = LeaseRecord { expires_at_ms, ..rec };
-            let mut batch = WriteBatch::new();
-            batch.put_with(
-                LEASES_TABLE,
-                &pk,
-                &Key::empty(),
-                typed::encode(&new),
-                None,
-                Condition::Version(row.version),
-            );
-            match self.backend.commit(batch, now).await {
-                Ok(_) => return Ok(Lease { expires_at_ms, ..lease.clone() }),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
+            if self.put_lease(&pk, &new, Condition::Version(row.version), now).await? {
+                return Ok(Lease { expires_at_ms, ..lease.clone() });
             }
         }
         Err(StoreError::unavailable(format!("lease {:?}: too much contention", lease.name)))
+    }
+
+    /// Writes a lease record under `condition`: `Ok(false)` when another writer got there first (the
+    /// caller re-reads and retries).
+    async fn put_lease(&self, pk: &Key, rec: &LeaseRecord, condition: Condition, now: u64) -> Result<bool> {
+        let mut batch = WriteBatch::new();
+        batch.put_with(LEASES_TABLE, pk, &Key::empty(), typed::encode(rec), None, condition);
+        match self.backend.commit(batch, now).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Releases a lease this holder still has; `false` if it was already lost. The token counter is kept,
@@ -387,19 +384,8 @@ impl Store {
                 return Ok(false);
             }
             let new = LeaseRecord { expires_at_ms: 0, ..rec };
-            let mut batch = WriteBatch::new();
-            batch.put_with(
-                LEASES_TABLE,
-                &pk,
-                &Key::empty(),
-                typed::encode(&new),
-                None,
-                Condition::Version(row.version),
-            );
-            match self.backend.commit(batch, now).await {
-                Ok(_) => return Ok(true),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
+            if self.put_lease(&pk, &new, Condition::Version(row.version), now).await? {
+                return Ok(true);
             }
         }
         Err(StoreError::unavailable(format!("lease {:?}: too much contention", lease.name)))

@@ -28,6 +28,8 @@
 //! ```
 
 pub mod breaker;
+pub mod bus;
+pub mod channels;
 pub mod envelope;
 mod error;
 mod instrumented;

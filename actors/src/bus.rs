@@ -524,12 +524,7 @@ impl Actor for BusActor {
         Ok(BusActorState { drainer, monitor })
     }
 
-    async fn handle(
-        &self,
-        _: ActorRef<BusMsg>,
-        msg: BusMsg,
-        _: &mut BusActorState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, _: ActorRef<BusMsg>, msg: BusMsg, _: &mut BusActorState) -> Result<(), ActorProcessingErr> {
         match msg {
             BusMsg::DrainerExited(reason) => Err(reason.into()),
         }

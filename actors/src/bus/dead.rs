@@ -170,7 +170,8 @@ pub(super) async fn replay(inner: &Inner, id: &str) -> Result<(), BusError> {
     let (outbox_id, sub_name) = parse_id(id)?;
     let table = &inner.config.dead_letter_table;
     let key = ck(outbox_id, sub_name);
-    let row = inner.store.get(table, &Key::empty(), &key).await?.ok_or_else(|| BusError::NotFound { id: id.to_owned() })?;
+    let row =
+        inner.store.get(table, &Key::empty(), &key).await?.ok_or_else(|| BusError::NotFound { id: id.to_owned() })?;
     let mut rec = decode(table, id, &row.value)?;
     let sub = inner.subscriber(sub_name).ok_or_else(|| BusError::UnknownSubscriber { name: sub_name.to_owned() })?;
     let event = BusEvent { id: outbox_id, topic: rec.topic.clone(), payload: Bytes::from(rec.payload.clone()) };

@@ -166,9 +166,12 @@ impl Worker {
             } else if strict && due.is_some() {
                 None
             } else {
-                fresh
-                    .pop_front()
-                    .map(|event| Attempt { event, attempts: 0, first_failure_ms: 0, last_error: String::new() })
+                fresh.pop_front().map(|event| Attempt {
+                    event,
+                    attempts: 0,
+                    first_failure_ms: 0,
+                    last_error: String::new(),
+                })
             };
             let Some(attempt) = next else {
                 tokio::select! {
@@ -244,7 +247,11 @@ async fn sleep_until(due: Option<Instant>) {
 }
 
 /// Calls a handler with a deadline; a panic or a timeout is a retryable failure.
-pub(super) async fn call_handler(handler: &dyn Handler, event: &BusEvent, timeout: Duration) -> Result<(), HandlerError> {
+pub(super) async fn call_handler(
+    handler: &dyn Handler,
+    event: &BusEvent,
+    timeout: Duration,
+) -> Result<(), HandlerError> {
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(event))) {
         Ok(fut) => fut,
         Err(_) => return Err(HandlerError::Retry("handler panicked".to_owned())),

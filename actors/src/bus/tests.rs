@@ -16,8 +16,8 @@ use troupe_storage::{FjallBackend, Store, SystemClock, WriteBatch};
 
 use super::dead::{format_id, parse_id};
 use super::{
-    BusConfig, BusError, BusEvent, BusMsg, DeliveryOrder, EventBus, Handler, HandlerError, RetryPolicy,
-    Subscription, TopicFilter,
+    BusConfig, BusError, BusEvent, BusMsg, DeliveryOrder, EventBus, Handler, HandlerError, RetryPolicy, Subscription,
+    TopicFilter,
 };
 use crate::{Backoff, Registry, RootHandle, Supervisor, SupervisorSpec};
 
@@ -399,7 +399,8 @@ async fn retry_order_first_attempt_versus_strict() {
         }
         let first = ids[0];
         // The first entry fails once; its retry waits 200 ms.
-        let probe = Probe::failing_by(move |id, attempt| (id == first && attempt == 1).then(|| HandlerError::retry("once")));
+        let probe =
+            Probe::failing_by(move |id, attempt| (id == first && attempt == 1).then(|| HandlerError::retry("once")));
         let retry = RetryPolicy {
             backoff: Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(200), jitter: 0.0 },
             max_attempts: 5,
@@ -452,7 +453,8 @@ async fn subscriptions_are_checked_and_fixed_at_start() {
     assert_eq!(bus.subscriber_names(), vec!["x".to_owned()]);
     root.shutdown(Duration::from_secs(5)).await;
 
-    let bad = |c: BusConfig| matches!(EventBus::new(store.clone(), c), Err(BusError::BadConfig(_) | BusError::Store(_)));
+    let bad =
+        |c: BusConfig| matches!(EventBus::new(store.clone(), c), Err(BusError::BadConfig(_) | BusError::Store(_)));
     assert!(bad(BusConfig { max_in_flight: 0, ..config() }));
     assert!(bad(BusConfig { page_size: 0, ..config() }));
     assert!(bad(BusConfig { dead_letter_table: "_troupe_x".to_owned(), ..config() }));

@@ -19,7 +19,8 @@
 //! Runs as a supervised actor ([`NotificationService`], messages [`NotificationMsg`], typed client
 //! [`NotificationClient`]); the actor only dispatches: each request runs on its own task so a large
 //! fan-out never holds up the REST operations. The bus subscriber ([`NotificationHandler`], registered
-//! by [`subscribe`]) goes through the client, so while the service is down, restarting or its breaker is
+//! by [`subscribe`]) goes through the client (resolved lazily from the registry, so it can be
+//! subscribed before the tree starts), so while the service is down, restarting or its breaker is
 //! open the delivery fails, the bus retries it and the event waits in the outbox.
 //!
 //! Collaborators: `troupe_actors::bus` (delivery), the store, [`crate::schema::FOLLOWERS`] (read only),
@@ -28,7 +29,7 @@
 mod repo;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -348,16 +349,50 @@ impl NotificationClient {
 }
 
 /// The bus subscriber: decodes the [`DomainEvent`] and delivers it through the client. Undecodable
-/// or malformed events are rejected (dead-lettered at once); every other failure is retried.
+/// or malformed events are rejected (dead-lettered at once); every other failure (service down,
+/// restarting, breaker open, timeout, store error) is retried by the bus.
 #[derive(Clone, Debug)]
 pub struct NotificationHandler {
-    client: NotificationClient,
+    client: Arc<OnceLock<NotificationClient>>,
+    registry: Option<Registry>,
+    deliver_timeout: Duration,
 }
 
 impl NotificationHandler {
     /// A handler delivering through `client`.
     pub fn new(client: NotificationClient) -> Self {
-        Self { client }
+        let deliver_timeout = client.deliver_timeout;
+        Self { client: Arc::new(OnceLock::from(client)), registry: None, deliver_timeout }
+    }
+
+    /// A handler that finds the service named [`SERVICE_NAME`] in `registry` at its first delivery,
+    /// so it can be subscribed before the supervision tree holding the service starts (deliveries
+    /// before that fail and are retried).
+    pub fn from_registry(registry: Registry) -> Self {
+        Self {
+            client: Arc::new(OnceLock::new()),
+            registry: Some(registry),
+            deliver_timeout: NotificationConfig::default().deliver_timeout,
+        }
+    }
+
+    /// Sets the deadline of one delivery (for a handler made by [`from_registry`](Self::from_registry);
+    /// keep it below the bus's `handler_timeout`).
+    #[must_use]
+    pub fn with_deliver_timeout(mut self, timeout: Duration) -> Self {
+        self.deliver_timeout = timeout;
+        self
+    }
+
+    fn client(&self) -> Result<&NotificationClient, HandlerError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let registry = self.registry.as_ref().ok_or_else(|| HandlerError::retry("no notification client"))?;
+        let client = NotificationClient::from_registry(registry)
+            .map_err(HandlerError::retry)?
+            .with_deliver_timeout(self.deliver_timeout);
+        Ok(self.client.get_or_init(|| client))
     }
 }
 
@@ -366,7 +401,7 @@ impl Handler for NotificationHandler {
         Box::pin(async move {
             let domain: DomainEvent = serde_json::from_slice(&event.payload)
                 .map_err(|e| HandlerError::reject(format!("not a domain event: {e}")))?;
-            match self.client.deliver(domain).await {
+            match self.client()?.deliver(domain).await {
                 Ok(_) => Ok(()),
                 Err(e @ NotificationError::BadEvent(_)) => Err(HandlerError::reject(e)),
                 Err(e) => Err(HandlerError::retry(e)),
@@ -375,10 +410,9 @@ impl Handler for NotificationHandler {
     }
 }
 
-/// Registers the notification service on `bus` as subscriber [`SUBSCRIBER`] for `content.created`
-/// and `user.followed`.
-pub fn subscribe(bus: &EventBus, client: NotificationClient) -> Result<(), BusError> {
-    bus.subscribe(SUBSCRIBER, &[CONTENT_CREATED, USER_FOLLOWED], Arc::new(NotificationHandler::new(client)))
+/// Registers `handler` on `bus` as subscriber [`SUBSCRIBER`] for `content.created` and `user.followed`.
+pub fn subscribe(bus: &EventBus, handler: NotificationHandler) -> Result<(), BusError> {
+    bus.subscribe(SUBSCRIBER, &[CONTENT_CREATED, USER_FOLLOWED], Arc::new(handler))
 }
 
 #[cfg(test)]

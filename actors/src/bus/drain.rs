@@ -16,6 +16,9 @@ use tokio::time::Instant;
 
 use super::{BusEvent, DeliveryOrder, Handler, HandlerError, Inner, Subscriber, dead};
 
+/// Idle polls between full rescans of the outbox from its oldest entry.
+const IDLE_RESCAN: u64 = 50;
+
 /// An entry read from the outbox and not yet acknowledged.
 struct Held {
     /// Matching subscribers that have not finished with it (succeeded or dead-lettered).
@@ -47,6 +50,7 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
     // one writer or lock), so the next page starts after it.
     let mut read_pos: Option<u64> = None;
     let mut timer_wake = false;
+    let mut idle_polls: u64 = 0;
     loop {
         if let Some(exit) = workers.try_join_next() {
             return format!("bus worker ended unexpectedly: {exit:?}");
@@ -69,9 +73,12 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
                 }
             }
         }
-        // Safety net on idle polls: with nothing held, read from the oldest entry again.
+        // Safety net: every IDLE_RESCAN idle polls with nothing held, read from the oldest entry again.
         if timer_wake && held.is_empty() {
-            read_pos = None;
+            idle_polls += 1;
+            if idle_polls % IDLE_RESCAN == 0 {
+                read_pos = None;
+            }
         }
         let room = config.max_in_flight.saturating_sub(held.len());
         let mut more = false;

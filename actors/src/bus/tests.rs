@@ -59,12 +59,21 @@ async fn append(store: &Store, topic: &str, payload: &str) -> u64 {
 }
 
 /// Polls `cond` until it holds; fails the test after 10 s.
-async fn eventually<F, Fut>(what: &str, mut cond: F)
+async fn eventually<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    eventually_within(what, Duration::from_secs(10), cond).await;
+}
+
+/// Polls `cond` until it holds; fails the test after `limit`.
+async fn eventually_within<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     while !cond().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -505,4 +514,31 @@ proptest! {
         let filter = TopicFilter::parse(&format!("{prefix}.*")).unwrap();
         prop_assert_eq!(filter.matches(&topic), topic.starts_with(&format!("{prefix}.")));
     }
+}
+
+/// Retry delays follow the backoff exactly (paused clock, no jitter): 1 s, 2 s, 4 s, then the 4 s cap.
+#[tokio::test(start_paused = true)]
+async fn retry_delays_follow_the_backoff() {
+    let (store, _dir) = store().await;
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&times);
+    let probe = Probe::failing_by(move |_, attempt| {
+        seen.lock().unwrap_or_else(PoisonError::into_inner).push(tokio::time::Instant::now());
+        (attempt <= 4).then(|| HandlerError::retry("not yet"))
+    });
+    let retry = RetryPolicy {
+        backoff: Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(4), jitter: 0.0 },
+        max_attempts: 10,
+    };
+    let bus = EventBus::new(store.clone(), BusConfig { retry, ..config() }).unwrap();
+    bus.subscribe("s", &["*"], probe.clone()).unwrap();
+    let id = append(&store, "t", "x").await;
+    let (root, _registry) = start(&bus).await;
+    eventually_within("delivered on the fifth attempt", Duration::from_secs(60), || async { probe.seen() == vec![id] })
+        .await;
+    let times = times.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let secs = |s: u64| Duration::from_secs(s);
+    assert_eq!(gaps, vec![secs(1), secs(2), secs(4), secs(4)]);
+    root.shutdown(Duration::from_secs(5)).await;
 }

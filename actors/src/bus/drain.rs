@@ -76,7 +76,7 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
         // Safety net: every IDLE_RESCAN idle polls with nothing held, read from the oldest entry again.
         if timer_wake && held.is_empty() {
             idle_polls += 1;
-            if idle_polls % IDLE_RESCAN == 0 {
+            if idle_polls.is_multiple_of(IDLE_RESCAN) {
                 read_pos = None;
             }
         }

@@ -283,6 +283,9 @@ pub enum BusError {
     /// A [`BusConfig`] value is out of range.
     #[error("bad bus configuration: {0}")]
     BadConfig(String),
+    /// A page limit out of range.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     /// A dead-letter id or cursor is not `{outbox_id}-{subscriber}`.
     #[error("bad dead-letter id {0:?}")]
     BadId(String),

@@ -150,9 +150,10 @@ pub struct NotificationConfig {
 }
 
 impl Default for NotificationConfig {
-    /// Pages of 256 followers, 16 writes in flight, 60 s per delivery.
+    /// Pages of 256 followers, 16 writes in flight, 30 s per delivery (below the bus's default 60 s
+    /// handler timeout, so the service's own deadline answers first).
     fn default() -> Self {
-        Self { fanout_page: 256, fanout_concurrency: 16, deliver_timeout: Duration::from_secs(60) }
+        Self { fanout_page: 256, fanout_concurrency: 16, deliver_timeout: Duration::from_secs(30) }
     }
 }
 

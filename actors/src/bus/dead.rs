@@ -127,7 +127,7 @@ pub(super) async fn write(inner: &Inner, sub: &Subscriber, a: &Attempt, now_ms: 
 
 pub(super) async fn list(inner: &Inner, limit: usize, cursor: Option<&str>) -> Result<DeadLetterPage, BusError> {
     if limit == 0 || limit > MAX_PAGE {
-        return Err(BusError::BadConfig(format!("limit must be 1..={MAX_PAGE}")));
+        return Err(BusError::BadRequest(format!("limit must be 1..={MAX_PAGE}")));
     }
     let table = &inner.config.dead_letter_table;
     let mut scan = Scan::all().limit(limit);

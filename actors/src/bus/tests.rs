@@ -265,7 +265,8 @@ async fn retries_then_dead_letters_then_replay_and_discard() {
     assert!(matches!(bus.discard(&left[0].id).await, Err(BusError::NotFound { .. })));
     assert!(matches!(bus.discard("nope").await, Err(BusError::BadId(_))));
     assert!(matches!(bus.replay("12-").await, Err(BusError::BadId(_))));
-    assert!(matches!(bus.dead_letters(0, None).await, Err(BusError::BadConfig(_))));
+    assert!(matches!(bus.dead_letters(0, None).await, Err(BusError::BadRequest(_))));
+    assert!(matches!(bus.dead_letters(1001, None).await, Err(BusError::BadRequest(_))));
     root.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -543,3 +543,90 @@ async fn retry_delays_follow_the_backoff() {
     assert_eq!(gaps, vec![secs(1), secs(2), secs(4), secs(4)]);
     root.shutdown(Duration::from_secs(5)).await;
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// For random topics and failure schedules: every (subscriber, matching entry) ends either delivered
+    /// (fewer failures than max_attempts) or dead-lettered with max_attempts attempts, never both; entries
+    /// that succeed on their first attempt arrive in outbox order; the outbox ends empty.
+    #[test]
+    fn every_delivery_ends_delivered_or_dead_lettered(
+        entries in proptest::collection::vec((0usize..3, proptest::collection::vec(0u32..5, 3)), 1..20),
+        window in 1usize..6,
+        strict in any::<bool>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let topics = ["a.x", "a.y", "b"];
+            let filters = ["a.*", "*", "b"];
+            let (store, _dir) = store().await;
+            let cfg = BusConfig { max_in_flight: window, page_size: 2, ..config() };
+            let bus = EventBus::new(store.clone(), cfg).unwrap();
+            let mut ids = Vec::new();
+            for (topic, _) in &entries {
+                ids.push(append(&store, topics[*topic], "x").await);
+            }
+            // failures[(sub, id)] = attempts that fail before success.
+            let mut failures = HashMap::new();
+            for (i, (_, fails)) in entries.iter().enumerate() {
+                for (s, f) in fails.iter().enumerate() {
+                    failures.insert((s, ids[i]), *f);
+                }
+            }
+            let order = if strict { DeliveryOrder::Strict } else { DeliveryOrder::FirstAttempt };
+            let mut probes = Vec::new();
+            for (s, filter) in filters.iter().enumerate() {
+                let failures = failures.clone();
+                let probe = Probe::failing_by(move |id, attempt| {
+                    (attempt <= failures[&(s, id)]).then(|| HandlerError::retry("scheduled"))
+                });
+                let sub = Subscription::new(&format!("s{s}"), &[filter], probe.clone()).unwrap().order(order);
+                bus.subscribe_with(sub).unwrap();
+                probes.push(probe);
+            }
+            let (root, _registry) = start(&bus).await;
+            eventually("drained", || async { outbox_len(&store).await == 0 }).await;
+            let dead: BTreeSet<(String, u64, u32)> = bus
+                .dead_letters(1000, None)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|d| (d.subscriber, d.outbox_id, d.attempts))
+                .collect();
+            let mut expected_dead = BTreeSet::new();
+            for (s, filter) in filters.iter().enumerate() {
+                let filter = TopicFilter::parse(filter).unwrap();
+                let seen = probes[s].seen();
+                let mut first_try = Vec::new();
+                for (i, (topic, _)) in entries.iter().enumerate() {
+                    let id = ids[i];
+                    let fails = failures[&(s, id)];
+                    let matches = filter.matches(topics[*topic]);
+                    let delivered = seen.iter().filter(|x| **x == id).count();
+                    if !matches {
+                        assert_eq!(delivered, 0);
+                    } else if fails < 3 {
+                        assert_eq!(delivered, 1, "s{s} id {id}");
+                        if fails == 0 {
+                            first_try.push(id);
+                        }
+                    } else {
+                        assert_eq!(delivered, 0);
+                        expected_dead.insert((format!("s{s}"), id, 3));
+                    }
+                }
+                let seen_first: Vec<u64> = seen.iter().copied().filter(|id| first_try.contains(id)).collect();
+                assert_eq!(seen_first, first_try, "first attempts in outbox order");
+                if strict {
+                    let mut sorted = seen.clone();
+                    sorted.sort_unstable();
+                    assert_eq!(seen, sorted, "strict order holds through retries");
+                }
+            }
+            assert_eq!(dead, expected_dead);
+            root.shutdown(Duration::from_secs(5)).await;
+        });
+    }
+}

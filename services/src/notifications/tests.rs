@@ -310,10 +310,10 @@ async fn an_outage_of_the_service_loses_no_notification() {
     let sink = Arc::new(Recorder::default());
     let bus = bus(&store);
     // One tree as a node builds it: the service, then the bus, the subscriber resolving the service
-    // lazily. The service restarts 700 ms after a crash; the bus keeps retrying meanwhile.
+    // lazily. The service restarts 1.5 s after a crash; the bus keeps retrying meanwhile.
     let registry = Registry::new();
     subscribe(&bus, NotificationHandler::from_registry(registry.clone())).unwrap();
-    let restart = Duration::from_millis(700);
+    let restart = Duration::from_millis(1500);
     let root = Supervisor::start_root(
         SupervisorSpec::new("node")
             .backoff(Backoff { initial: restart, max: restart, jitter: 0.0 })

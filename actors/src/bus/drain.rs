@@ -100,7 +100,11 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
                         });
                         let mut remaining = 0;
                         for (sub, queue) in subscribers.iter().zip(&queues) {
-                            if sub.matches(&event.topic) && queue.send(Arc::clone(&event)).is_ok() {
+                            if sub.matches(&event.topic) {
+                                if queue.send(Arc::clone(&event)).is_err() {
+                                    // Never acknowledge past a subscriber that can no longer take it.
+                                    return format!("bus worker of {} is gone", sub.name);
+                                }
                                 remaining += 1;
                             }
                         }

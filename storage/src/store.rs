@@ -409,8 +409,18 @@ impl Store {
 
     /// Up to `limit` unacknowledged outbox entries, oldest first.
     pub async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.pending_outbox_after(None, limit).await
+    }
+
+    /// Up to `limit` unacknowledged outbox entries with an id greater than `after` (all when `None`),
+    /// oldest first: lets a drainer page past entries it holds but has not acknowledged yet.
+    pub async fn pending_outbox_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<OutboxEntry>> {
         let pk = Key::empty();
-        let page = self.backend.scan(OUTBOX_TABLE, &pk, &Scan::all().limit(limit.max(1)), self.now_ms()).await?;
+        let mut scan = Scan::all().limit(limit.max(1));
+        if let Some(after) = after {
+            scan.start = std::ops::Bound::Excluded(Key::empty().u64(after).encode());
+        }
+        let page = self.backend.scan(OUTBOX_TABLE, &pk, &scan, self.now_ms()).await?;
         page.rows
             .into_iter()
             .map(|row| {

@@ -17,7 +17,7 @@ pub const DEFAULT_LIMIT: usize = 20;
 /// Largest page size accepted.
 pub const MAX_LIMIT: usize = 100;
 /// Attempts an optimistic read-modify-write makes before answering `Conflict`.
-pub(crate) const MAX_ATTEMPTS: usize = 5;
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
 
 /// Who is calling and the trace the call belongs to. Built by the gateway from the verified bearer token
 /// (`Tokens::verify`) and the request's `traceparent`.
@@ -100,6 +100,20 @@ pub(crate) fn committed(result: std::result::Result<Vec<u64>, StoreError>) -> Re
         Err(StoreError::Conflict { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Waits before optimistic attempt `attempt` (0-based): nothing first, then 1, 2, 4, … ms (max 32) plus
+/// up to as much again of jitter, so racing writers spread out.
+pub(crate) async fn backoff(attempt: u32) {
+    if attempt == 0 {
+        return;
+    }
+    let base = 1u64 << (attempt - 1).min(5);
+    let jitter = {
+        use argon2::password_hash::rand_core::{OsRng, RngCore as _};
+        u64::from(OsRng.next_u32()) % (base + 1)
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
 }
 
 /// The answer when optimistic retries ran out.

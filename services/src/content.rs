@@ -29,7 +29,7 @@ use troupe_actors::ServiceRef;
 use troupe_storage::{Condition, Cursor, Key, KeyPart, Row, Scan, Store, WriteBatch};
 
 use crate::common::{
-    Ctx, MAX_ATTEMPTS, NewEvent, Page, check_id, check_text, committed, content_log, decode_cursor, decode_row,
+    Ctx, MAX_ATTEMPTS, backoff, NewEvent, Page, check_id, check_text, committed, content_log, decode_cursor, decode_row,
     encode_cursor, new_id, page_limit, stage_event, too_contended,
 };
 use crate::error::{Result, ServiceError};
@@ -374,7 +374,8 @@ impl Content {
         let title = patch.title.as_deref().map(check_title).transpose()?;
         let body = patch.body.as_deref().map(check_body).transpose()?;
         let tags = patch.tags.as_deref().map(normalize_tags).transpose()?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let (row, old) = self.existing(id).await?;
             authorize(ctx.principal(), Action::UpdateContent, Some(&old.author_id))?;
             let mut rec = old.clone();
@@ -445,7 +446,8 @@ impl Content {
     pub async fn delete(&self, ctx: &Ctx, id: &str) -> Result<()> {
         authorize(ctx.principal(), Action::ReadContent, None)?;
         check_id("id", id)?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let (row, rec) = self.existing(id).await?;
             authorize(ctx.principal(), Action::DeleteContent, Some(&rec.author_id))?;
             let log = content_log(id);

@@ -37,3 +37,6 @@ pub use policy::{Action, Principal, Role, authorize};
 pub use runtime::{Clients, DomainServices};
 pub use tokens::{AuthError, JwtKey, TokenVerifier, Tokens};
 pub use users::{User, UserPatch, UserQuery, UsersClient};
+
+#[cfg(test)]
+mod testkit;

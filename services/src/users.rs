@@ -23,7 +23,7 @@ use troupe_actors::ServiceRef;
 use troupe_storage::{Condition, Key, KeyPart, Row, Scan, Store, WriteBatch};
 
 use crate::common::{
-    Ctx, MAX_ATTEMPTS, NewEvent, Page, check_id, check_text, committed, decode_cursor, decode_row, encode_cursor,
+    Ctx, MAX_ATTEMPTS, backoff, NewEvent, Page, check_id, check_text, committed, decode_cursor, decode_row, encode_cursor,
     page_limit, stage_event, too_contended, user_log,
 };
 use crate::error::{Result, ServiceError};
@@ -188,7 +188,8 @@ impl Users {
             .as_deref()
             .map(|n| check_text("display_name", n, crate::auth::MAX_DISPLAY_NAME_CHARS, false))
             .transpose()?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let (row, mut rec) = self.existing(id).await?;
             let mut fields = Vec::new();
             if let Some(name) = &display_name
@@ -244,7 +245,8 @@ impl Users {
     pub async fn delete(&self, ctx: &Ctx, id: &str) -> Result<()> {
         authorize(ctx.principal(), Action::DeleteUser, Some(id))?;
         check_id("id", id)?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let (row, rec) = self.existing(id).await?;
             let log = user_log(id);
             let version = self.store.event_version(&log).await?;
@@ -339,7 +341,8 @@ impl Users {
             return Err(ServiceError::invalid("id", "cannot follow yourself"));
         }
         self.existing(id).await?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let (follower, followed) = (Key::from(me.as_str()), Key::from(id));
             if self.store.get(FOLLOWING, &follower, &followed).await?.is_some() {
                 return Ok(());
@@ -375,7 +378,8 @@ impl Users {
         authorize(ctx.principal(), Action::Follow, None)?;
         let me = require(ctx.principal())?.user_id.clone();
         check_id("id", id)?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let (follower, followed) = (Key::from(me.as_str()), Key::from(id));
             let Some(edge) = self.store.get(FOLLOWING, &follower, &followed).await? else {
                 self.existing(id).await?;

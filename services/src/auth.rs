@@ -202,6 +202,12 @@ impl Auth {
         &self.tokens
     }
 
+    /// The password hasher (tests stall it).
+    #[cfg(test)]
+    pub(crate) fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
     /// Creates an account. `Conflict` if the email is taken, `Invalid` for bad input.
     pub async fn register(&self, ctx: &Ctx, req: RegisterRequest) -> Result<User> {
         authorize(ctx.principal(), Action::Register, None)?;

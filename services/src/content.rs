@@ -29,8 +29,8 @@ use troupe_actors::ServiceRef;
 use troupe_storage::{Condition, Cursor, Key, KeyPart, Row, Scan, Store, WriteBatch};
 
 use crate::common::{
-    Ctx, MAX_ATTEMPTS, backoff, NewEvent, Page, check_id, check_text, committed, content_log, decode_cursor, decode_row,
-    encode_cursor, new_id, page_limit, stage_event, too_contended,
+    Ctx, MAX_ATTEMPTS, NewEvent, Page, backoff, check_id, check_text, committed, content_log, decode_cursor,
+    decode_row, encode_cursor, new_id, page_limit, stage_event, too_contended,
 };
 use crate::error::{Result, ServiceError};
 use crate::events::{CONTENT_CREATED, CONTENT_DELETED, CONTENT_UPDATED};

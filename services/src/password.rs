@@ -66,6 +66,12 @@ impl PasswordHasher {
         Ok(Self { params, permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy: Arc::new(OnceCell::new()) })
     }
 
+    /// The concurrency bound (tests hold permits to stall hashing).
+    #[cfg(test)]
+    pub(crate) fn permits(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+
     fn argon2(params: argon2::Params) -> Argon2<'static> {
         Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
     }

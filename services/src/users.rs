@@ -23,8 +23,8 @@ use troupe_actors::ServiceRef;
 use troupe_storage::{Condition, Key, KeyPart, Row, Scan, Store, WriteBatch};
 
 use crate::common::{
-    Ctx, MAX_ATTEMPTS, backoff, NewEvent, Page, check_id, check_text, committed, decode_cursor, decode_row, encode_cursor,
-    page_limit, stage_event, too_contended, user_log,
+    Ctx, MAX_ATTEMPTS, NewEvent, Page, backoff, check_id, check_text, committed, decode_cursor, decode_row,
+    encode_cursor, page_limit, stage_event, too_contended, user_log,
 };
 use crate::error::{Result, ServiceError};
 use crate::events::{USER_DELETED, USER_FOLLOWED, USER_UNFOLLOWED, USER_UPDATED};

@@ -51,9 +51,15 @@ async fn login_refresh_rotation_and_logout() {
     let p = f.svc.tokens().verify(&pair.access_token).unwrap();
     assert_eq!(p, Principal::new(user.id.clone(), vec![Role::User]));
     // Only the digest is stored.
-    assert!(f.store.get(REFRESH_TOKENS, &Key::from(pair.refresh_token.as_str()), &Key::empty()).await.unwrap().is_none());
     assert!(
-        f.store.get(REFRESH_TOKENS, &Key::from(token_digest(&pair.refresh_token)), &Key::empty()).await.unwrap().is_some()
+        f.store.get(REFRESH_TOKENS, &Key::from(pair.refresh_token.as_str()), &Key::empty()).await.unwrap().is_none()
+    );
+    assert!(
+        f.store
+            .get(REFRESH_TOKENS, &Key::from(token_digest(&pair.refresh_token)), &Key::empty())
+            .await
+            .unwrap()
+            .is_some()
     );
 
     // Rotation: a new refresh token; the old one is spent.
@@ -217,7 +223,8 @@ async fn registration_input_is_validated() {
 
 #[test]
 fn request_bodies_reject_unknown_fields() {
-    let e = serde_json::from_str::<RegisterRequest>(r#"{"email":"a@b.c","password":"x","display_name":"y","admin":true}"#);
+    let e =
+        serde_json::from_str::<RegisterRequest>(r#"{"email":"a@b.c","password":"x","display_name":"y","admin":true}"#);
     assert!(e.is_err());
     let ok = serde_json::from_str::<LoginRequest>(r#"{"email":"a@b.c","password":"x"}"#);
     assert!(ok.is_ok());

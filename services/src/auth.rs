@@ -7,7 +7,7 @@
 //!   `AuthSettings::admin_emails` get the `admin` role.
 //! - Login checks the password (unknown emails cost the same work as wrong passwords) and returns a
 //!   short-lived JWT access token and an opaque refresh token.
-//! - Refresh tokens are 32 random bytes; only their SHA-256 is stored ([`schema::REFRESH_TOKENS`], row TTL =
+//! - Refresh tokens are 32 random bytes; only their SHA-256 is stored ([`crate::schema::REFRESH_TOKENS`], row TTL =
 //!   expiry). Refresh rotates: the old row is deleted (conditional on its version, so a token is
 //!   redeemed at most once) and a new one written in the same batch; the access token carries the user's
 //!   current roles. Logout deletes the row. Token issue/rotation is session state, not a domain event.

@@ -317,6 +317,10 @@ impl Content {
         let title = check_title(&new.title)?;
         let body = check_body(&new.body)?;
         let tags = normalize_tags(&new.tags)?;
+        // A still-valid access token may outlive its account.
+        if crate::users::load_user(&self.store, &author).await?.is_none() {
+            return Err(ServiceError::Unauthorized { reason: "account no longer exists" });
+        }
         let now = self.store.now_ms();
         let rec = ContentRecord {
             id: new_id(),

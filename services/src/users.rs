@@ -341,6 +341,10 @@ impl Users {
             return Err(ServiceError::invalid("id", "cannot follow yourself"));
         }
         self.existing(id).await?;
+        // A still-valid access token may outlive its account.
+        if load_user(&self.store, &me).await?.is_none() {
+            return Err(ServiceError::Unauthorized { reason: "account no longer exists" });
+        }
         for attempt in 0..MAX_ATTEMPTS {
             backoff(attempt).await;
             let (follower, followed) = (Key::from(me.as_str()), Key::from(id));

@@ -121,6 +121,12 @@ async fn refresh_fails_once_the_user_is_deleted() {
     assert_eq!(f.svc.auth.refresh(&anon(), &pair.refresh_token).await.unwrap_err().kind(), "unauthorized");
     let req = LoginRequest { email: "gone@example.com".into(), password: PASSWORD.into() };
     assert_eq!(f.svc.auth.login(&anon(), req).await.unwrap_err().kind(), "unauthorized");
+    // Its still-valid access token can no longer write.
+    let (other, _) = f.user("still-here@example.com").await;
+    let ctx = Ctx::user(p);
+    assert_eq!(f.svc.users.follow(&ctx, &other.id).await.unwrap_err().kind(), "unauthorized");
+    let post = crate::content::NewContent { title: "t".into(), body: "b".into(), tags: vec![] };
+    assert_eq!(f.svc.content.create(&ctx, post).await.unwrap_err().kind(), "unauthorized");
 }
 
 #[tokio::test]

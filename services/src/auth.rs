@@ -11,6 +11,10 @@
 //!   expiry). Refresh rotates: the old row is deleted (conditional on its version, so a token is
 //!   redeemed at most once) and a new one written in the same batch; the access token carries the user's
 //!   current roles. Logout deletes the row. Token issue/rotation is session state, not a domain event.
+//! - Reuse detection: every token belongs to a family (one login and its rotations). A redeemed token
+//!   leaves a "spent" marker ([`crate::schema::REFRESH_SPENT`]); presenting a spent token again means it
+//!   was copied, so the whole family is revoked ([`crate::schema::REFRESH_REVOKED`]) and the holder of the
+//!   current token must log in again. Logout revokes the family too.
 //!
 //! Collaborators: `password` (hashing), `tokens` (JWT), `users` (the user record), `policy`, the store.
 
@@ -28,7 +32,7 @@ use crate::events::USER_CREATED;
 use crate::password::{HashParams, PasswordHasher};
 use crate::policy::{Action, Role, authorize};
 use crate::runtime::Inflight;
-use crate::schema::{REFRESH_TOKENS, USER_DIRECTORY, USER_EMAILS, USERS};
+use crate::schema::{REFRESH_REVOKED, REFRESH_SPENT, REFRESH_TOKENS, USER_DIRECTORY, USER_EMAILS, USERS};
 use crate::tokens::{JwtKey, Tokens, random_token, token_digest};
 use crate::users::{DirectoryEntry, User, UserRecord, directory_ck, load_user};
 
@@ -133,7 +137,15 @@ pub struct TokenPair {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RefreshRecord {
     user_id: String,
+    /// The login this token descends from (UUIDv7).
+    family: String,
     issued_at_ms: u64,
+}
+
+/// A redeemed refresh token (keyed by its SHA-256), kept until it would have expired.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SpentRecord {
+    family: String,
 }
 
 /// Normalizes and validates an email: trimmed, lowercased, one `@`, non-empty local part, a dotted
@@ -283,7 +295,7 @@ impl Auth {
             return Err(bad_credentials());
         }
         let mut batch = WriteBatch::new();
-        let refresh = self.stage_refresh(&mut batch, &user.id);
+        let refresh = self.stage_refresh(&mut batch, &user.id, &new_id());
         self.store.commit(batch).await?;
         self.pair(&user, refresh)
     }
@@ -292,16 +304,31 @@ impl Auth {
     pub async fn refresh(&self, ctx: &Ctx, refresh_token: &str) -> Result<TokenPair> {
         authorize(ctx.principal(), Action::Login, None)?;
         let pk = refresh_key(refresh_token)?;
-        let row = self.store.get(REFRESH_TOKENS, &pk, &Key::empty()).await?.ok_or_else(bad_refresh)?;
+        let Some(row) = self.store.get(REFRESH_TOKENS, &pk, &Key::empty()).await? else {
+            self.revoke_if_spent(&pk).await?;
+            return Err(bad_refresh());
+        };
         let rec: RefreshRecord = decode_row(REFRESH_TOKENS, &row)?;
         let mut batch = WriteBatch::new();
         batch.delete(REFRESH_TOKENS, &pk, &Key::empty(), Condition::Version(row.version));
-        let Some(user) = load_user(&self.store, &rec.user_id).await?.map(|(_, u)| u) else {
-            // The user is gone: the token dies with it.
+        let family = Key::from(rec.family.as_str());
+        let revoked = self.store.get(REFRESH_REVOKED, &family, &Key::empty()).await?.is_some();
+        let user = load_user(&self.store, &rec.user_id).await?.map(|(_, u)| u);
+        let Some(user) = user.filter(|_| !revoked) else {
+            // The family was revoked or the user is gone: the token dies.
             self.store.commit(batch).await?;
             return Err(bad_refresh());
         };
-        let refresh = self.stage_refresh(&mut batch, &user.id);
+        let spent = SpentRecord { family: rec.family.clone() };
+        batch.put_with(
+            REFRESH_SPENT,
+            &pk,
+            &Key::empty(),
+            troupe_storage::typed::encode(&spent),
+            row.expires_at_ms.or(Some(self.store.expires_in(self.refresh_ttl))),
+            Condition::None,
+        );
+        let refresh = self.stage_refresh(&mut batch, &user.id, &rec.family);
         if !crate::common::committed(self.store.commit(batch).await)? {
             // Someone redeemed (or revoked) this token first.
             return Err(bad_refresh());
@@ -309,12 +336,34 @@ impl Auth {
         self.pair(&user, refresh)
     }
 
-    /// Revokes a refresh token. Idempotent: unknown or already revoked tokens are fine.
+    /// Revokes a refresh token and its family. Idempotent: unknown or already revoked tokens are fine.
     pub async fn logout(&self, ctx: &Ctx, refresh_token: &str) -> Result<()> {
         authorize(ctx.principal(), Action::Logout, None)?;
         let Ok(pk) = refresh_key(refresh_token) else { return Ok(()) };
-        self.store.delete(REFRESH_TOKENS, &pk, &Key::empty()).await?;
+        let Some(row) = self.store.get(REFRESH_TOKENS, &pk, &Key::empty()).await? else { return Ok(()) };
+        let rec: RefreshRecord = decode_row(REFRESH_TOKENS, &row)?;
+        let mut batch = WriteBatch::new();
+        batch.delete(REFRESH_TOKENS, &pk, &Key::empty(), Condition::None);
+        self.stage_revoke(&mut batch, &rec.family);
+        self.store.commit(batch).await?;
         Ok(())
+    }
+
+    /// A token that is not live: if it was redeemed before, it has been copied — revoke its family.
+    async fn revoke_if_spent(&self, pk: &Key) -> Result<()> {
+        let Some(row) = self.store.get(REFRESH_SPENT, pk, &Key::empty()).await? else { return Ok(()) };
+        let spent: SpentRecord = decode_row(REFRESH_SPENT, &row)?;
+        tracing::warn!(family = %spent.family, "refresh token reused; revoking its family");
+        let mut batch = WriteBatch::new();
+        self.stage_revoke(&mut batch, &spent.family);
+        self.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Marks a token family revoked until every token of it would have expired anyway.
+    fn stage_revoke(&self, batch: &mut WriteBatch, family: &str) {
+        let until = Some(self.store.expires_in(self.refresh_ttl));
+        batch.put_with(REFRESH_REVOKED, &Key::from(family), &Key::empty(), Vec::new(), until, Condition::None);
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
@@ -326,9 +375,10 @@ impl Auth {
     }
 
     /// Adds a new refresh-token row to `batch`; returns the token.
-    fn stage_refresh(&self, batch: &mut WriteBatch, user_id: &str) -> String {
+    fn stage_refresh(&self, batch: &mut WriteBatch, user_id: &str, family: &str) -> String {
         let token = random_token();
-        let rec = RefreshRecord { user_id: user_id.to_owned(), issued_at_ms: self.store.now_ms() };
+        let rec =
+            RefreshRecord { user_id: user_id.to_owned(), family: family.to_owned(), issued_at_ms: self.store.now_ms() };
         batch.put_with(
             REFRESH_TOKENS,
             &Key::from(token_digest(&token)),

@@ -29,6 +29,11 @@ pub const USER_EMAILS: &str = "user_emails";
 pub const USER_DIRECTORY: &str = "user_directory";
 /// Refresh tokens. pk = `(sha256_hex(token))`, ck = `()`, value = `typed` record, row TTL = token expiry.
 pub const REFRESH_TOKENS: &str = "refresh_tokens";
+/// Redeemed refresh tokens. pk = `(sha256_hex(token))`, ck = `()`, value = `typed` family id, row TTL = the
+/// token's expiry. Presenting one again revokes its family.
+pub const REFRESH_SPENT: &str = "refresh_spent";
+/// Revoked refresh-token families. pk = `(family_id)`, ck = `()`, empty value, row TTL = refresh TTL.
+pub const REFRESH_REVOKED: &str = "refresh_revoked";
 /// Content items. pk = `(content_id)`, ck = `()`, value = `typed` content record (incl. its indexed words).
 pub const CONTENT: &str = "content";
 /// Every item, newest first. ONE partition pk = `()`, ck = `(u64::MAX - created_ms, content_id)`, empty value.

@@ -62,23 +62,41 @@ async fn login_refresh_rotation_and_logout() {
             .is_some()
     );
 
-    // Rotation: a new refresh token; the old one is spent.
+    // Rotation: a new refresh token each time; the old one is spent.
     let second = f.svc.auth.refresh(&anon(), &pair.refresh_token).await.unwrap();
     assert_ne!(second.refresh_token, pair.refresh_token);
     assert_eq!(f.svc.tokens().verify(&second.access_token).unwrap().user_id, user.id);
-    let reuse = f.svc.auth.refresh(&anon(), &pair.refresh_token).await.unwrap_err();
-    assert_eq!(reuse.kind(), "unauthorized");
     let third = f.svc.auth.refresh(&anon(), &second.refresh_token).await.unwrap();
+    // (Replaying `second` now would revoke this family: see the reuse test.)
 
     // Logout revokes; logging out twice is fine.
-    f.svc.auth.logout(&anon(), &third.refresh_token).await.unwrap();
-    f.svc.auth.logout(&anon(), &third.refresh_token).await.unwrap();
-    assert_eq!(f.svc.auth.refresh(&anon(), &third.refresh_token).await.unwrap_err().kind(), "unauthorized");
+    let session = f.login("bob@example.com").await;
+    f.svc.auth.logout(&anon(), &session.refresh_token).await.unwrap();
+    f.svc.auth.logout(&anon(), &session.refresh_token).await.unwrap();
+    assert_eq!(f.svc.auth.refresh(&anon(), &session.refresh_token).await.unwrap_err().kind(), "unauthorized");
+    // Other sessions (families) are not affected.
+    let fourth = f.svc.auth.refresh(&anon(), &third.refresh_token).await.unwrap();
+    f.svc.auth.logout(&anon(), &fourth.refresh_token).await.unwrap();
     // Garbage is refused without a panic.
     for bad in ["", "x", &"z".repeat(64), &"a".repeat(10_000)] {
         assert_eq!(f.svc.auth.refresh(&anon(), bad).await.unwrap_err().kind(), "unauthorized");
         f.svc.auth.logout(&anon(), bad).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn reusing_a_spent_refresh_token_revokes_its_family() {
+    let f = fixture().await;
+    f.user("victim@example.com").await;
+    let stolen = f.login("victim@example.com").await;
+    let other_session = f.login("victim@example.com").await;
+    // The legitimate client rotates; the thief later replays the old token.
+    let current = f.svc.auth.refresh(&anon(), &stolen.refresh_token).await.unwrap();
+    assert_eq!(f.svc.auth.refresh(&anon(), &stolen.refresh_token).await.unwrap_err().kind(), "unauthorized");
+    // The whole family is dead, including the newest token.
+    assert_eq!(f.svc.auth.refresh(&anon(), &current.refresh_token).await.unwrap_err().kind(), "unauthorized");
+    // Another login of the same user is a different family and still works.
+    f.svc.auth.refresh(&anon(), &other_session.refresh_token).await.unwrap();
 }
 
 #[tokio::test]

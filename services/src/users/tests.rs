@@ -228,3 +228,20 @@ async fn admin_search_matches_email_and_name_and_pages_without_gaps() {
     let bad = f.svc.users.list(&ctx(&padmin), UserQuery { limit: Some(0), ..Default::default() }).await;
     assert_eq!(kind(bad), "invalid");
 }
+
+/// All-or-nothing: when one condition of the follow batch fails, neither table, the event log nor the
+/// outbox changes.
+#[tokio::test]
+async fn a_failed_follow_batch_writes_nothing() {
+    let f = fixture().await;
+    let (a, pa) = f.user("atom@example.com").await;
+    let (b, _) = f.user("bond@example.com").await;
+    // A stray FOLLOWERS row (as if half a follow had been written) makes the batch's condition fail.
+    f.store.put(FOLLOWERS, &Key::from(b.id.as_str()), &Key::from(a.id.as_str()), vec![0u8; 8]).await.unwrap();
+    let outbox_before = f.outbox().await.len();
+    let err = f.svc.users.follow(&ctx(&pa), &b.id).await.unwrap_err();
+    assert_eq!(err.kind(), "conflict");
+    assert!(f.store.get(FOLLOWING, &Key::from(a.id.as_str()), &Key::from(b.id.as_str())).await.unwrap().is_none());
+    assert_eq!(f.outbox().await.len(), outbox_before);
+    assert_eq!(f.store.event_version(&crate::common::user_log(&a.id)).await.unwrap(), 1);
+}

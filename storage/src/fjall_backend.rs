@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::Backend;
 use crate::error::{Result, StoreError};
-use crate::key::{Key, escape_into};
-use crate::model::{Condition, Direction, OUTBOX_TABLE, Op, Page, Row, Scan, WriteBatch};
+use crate::key::{Key, KeyPart, escape_into};
+use crate::model::{Condition, Direction, EVENTS_TABLE, OUTBOX_TABLE, Op, Page, Row, Scan, WriteBatch};
 use crate::store::corrupt;
 
 /// Format version of a fjall store directory written by this build.
@@ -230,7 +230,7 @@ impl FjallBackend {
         let (shared, next_outbox) = tokio::task::spawn_blocking(move || open_blocking(&p)).await.map_err(io)??;
         let shared = Arc::new(shared);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer { shared: Arc::clone(&shared), next_outbox };
+        let writer = Writer::new(Arc::clone(&shared), next_outbox);
         std::thread::Builder::new().name("troupe-store-writer".to_owned()).spawn(move || writer.run(rx)).map_err(io)?;
         tracing::info!(path = %path.display(), format = FORMAT_VERSION, "fjall store open");
         Ok(Self { shared: Mutex::new(Some(shared)), tx, path })
@@ -335,6 +335,9 @@ fn write_format(path: &Path, contents: &str) -> Result<()> {
 struct Writer {
     shared: Arc<Shared>,
     next_outbox: u64,
+    /// Table name → index into `keyspaces` (the writer's own cache: no lock, no string key per row).
+    table_ids: HashMap<String, u32>,
+    keyspaces: Vec<Keyspace>,
 }
 
 /// What the writer found at a row it is about to write.
@@ -345,10 +348,16 @@ struct Found {
     holds: bool,
 }
 
-/// Key of a row inside one group: (table, row key).
-type GroupKey = (String, Vec<u8>);
+/// Key of a row inside one group: (table id, row key).
+type GroupKey = (u32, Vec<u8>);
+/// Final state of the rows a group writes (None = delete), in key order.
+type Overlay = BTreeMap<GroupKey, Option<Vec<u8>>>;
 
 impl Writer {
+    fn new(shared: Arc<Shared>, next_outbox: u64) -> Self {
+        Self { shared, next_outbox, table_ids: HashMap::new(), keyspaces: Vec::new() }
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut group = Vec::with_capacity(64);
         while let Some(cmd) = rx.blocking_recv() {
@@ -389,28 +398,36 @@ impl Writer {
         }
     }
 
+    fn table_id(&mut self, table: &str) -> Result<u32> {
+        if let Some(id) = self.table_ids.get(table) {
+            return Ok(*id);
+        }
+        let ks = self.shared.keyspace(table)?;
+        let id = u32::try_from(self.keyspaces.len()).map_err(|_| StoreError::bad_config("too many tables"))?;
+        self.keyspaces.push(ks);
+        self.table_ids.insert(table.to_owned(), id);
+        Ok(id)
+    }
+
     fn commit_group(&mut self, group: Vec<Request>) {
-        // Final state of every row this group writes (None = delete), in key order.
-        let mut overlay: BTreeMap<GroupKey, Option<Vec<u8>>> = BTreeMap::new();
+        let mut overlay = Overlay::new();
         let mut accepted = Vec::with_capacity(group.len());
+        // Refused requests are answered after the group is written, so a loser that re-reads at once sees
+        // the winner's write instead of conflicting again on the old state.
+        let mut refused = Vec::new();
         let outbox_before = self.next_outbox;
         for req in group {
-            match self.stage(&req.batch, req.now_ms, &overlay) {
+            match self.stage(req.batch, req.now_ms, &overlay) {
                 Ok((local, results, next_outbox)) => {
                     overlay.extend(local);
                     self.next_outbox = next_outbox;
                     accepted.push((req.reply, results));
                 }
-                Err(e) => {
-                    let _ = req.reply.send(Err(e));
-                }
+                Err(e) => refused.push((req.reply, e)),
             }
         }
-        if accepted.is_empty() {
-            return;
-        }
-        let outcome = self.write(overlay, outbox_before);
-        if outcome.is_ok() {
+        let outcome = if accepted.is_empty() { Ok(()) } else { self.write(overlay, outbox_before) };
+        if outcome.is_ok() && !accepted.is_empty() {
             self.shared.groups.fetch_add(1, Ordering::Relaxed);
             self.shared.requests.fetch_add(accepted.len() as u64, Ordering::Relaxed);
         }
@@ -420,93 +437,123 @@ impl Writer {
                 Err(e) => Err(StoreError::unavailable(e)),
             });
         }
+        for (reply, e) in refused {
+            let _ = reply.send(Err(e));
+        }
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "fjall group commit failed; the store is unavailable");
             self.next_outbox = outbox_before;
         }
     }
 
-    fn write(&self, overlay: BTreeMap<GroupKey, Option<Vec<u8>>>, outbox_before: u64) -> Result<(), String> {
+    fn write(&mut self, overlay: Overlay, outbox_before: u64) -> Result<(), String> {
         let mut batch = self.shared.db.batch().durability(Some(PersistMode::SyncAll));
         for ((table, key), value) in overlay {
-            let ks = self.shared.keyspace(&table).map_err(|e| e.to_string())?;
+            let ks = self.keyspaces.get(table as usize).ok_or("unknown table id")?;
             match value {
-                Some(v) => batch.insert(&ks, key, v),
-                None => batch.remove(&ks, key),
+                Some(v) => batch.insert(ks, key, v),
+                None => batch.remove(ks, key),
             }
         }
         if self.next_outbox != outbox_before {
-            let meta = self.shared.keyspace(META_TABLE).map_err(|e| e.to_string())?;
-            batch.insert(&meta, OUTBOX_NEXT_KEY, self.next_outbox.to_be_bytes().to_vec());
+            let meta = self.table_id(META_TABLE).map_err(|e| e.to_string())?;
+            let ks = self.keyspaces.get(meta as usize).ok_or("unknown table id")?;
+            batch.insert(ks, OUTBOX_NEXT_KEY, self.next_outbox.to_be_bytes().to_vec());
         }
         batch.commit().map_err(|e| format!("fjall commit: {e}"))
     }
 
     /// Checks one request's conditions and computes its writes, without touching the store.
+    ///
+    /// **Event-log invariant**: event rows (`EVENTS_TABLE`, ck `(version)`) are only ever written
+    /// together with their aggregate's head row (ck `()`, holding the version) in one atomic batch, by
+    /// `WriteBatch::append_events`. So once a batch's head-row condition held at head version `h`, its
+    /// event rows with versions above `h` are known to be absent and their `Absent` checks need no read —
+    /// the read per event was most of the writer's time on large appends.
     #[allow(clippy::type_complexity, reason = "private helper; the tuple is unpacked right at the call site")]
-    fn stage(
-        &self,
-        batch: &WriteBatch,
-        now_ms: u64,
-        overlay: &BTreeMap<GroupKey, Option<Vec<u8>>>,
-    ) -> Result<(BTreeMap<GroupKey, Option<Vec<u8>>>, Vec<u64>, u64)> {
-        let mut local: BTreeMap<GroupKey, Option<Vec<u8>>> = BTreeMap::new();
+    fn stage(&mut self, batch: WriteBatch, now_ms: u64, overlay: &Overlay) -> Result<(Overlay, Vec<u64>, u64)> {
+        let mut local = Overlay::new();
         let mut results = Vec::with_capacity(batch.ops.len());
         let mut next_outbox = self.next_outbox;
-        for op in &batch.ops {
+        // Aggregates (encoded pk) whose head row this batch checked, with the head version found.
+        let mut heads: Vec<(Vec<u8>, u64)> = Vec::new();
+        for op in batch.ops {
             let (table, pk, ck, new_value, expires_at_ms, condition) = match op {
                 Op::Put { table, pk, ck, value, expires_at_ms, condition } => {
-                    (table.as_str(), pk.clone(), ck.clone(), Some(value), *expires_at_ms, condition)
+                    (table, pk, ck, Some(value), expires_at_ms, condition)
                 }
-                Op::Delete { table, pk, ck, condition } => {
-                    (table.as_str(), pk.clone(), ck.clone(), None, None, condition)
-                }
+                Op::Delete { table, pk, ck, condition } => (table, pk, ck, None, None, condition),
                 Op::Outbox { value } => {
                     let id = next_outbox;
                     next_outbox += 1;
-                    let stored = Stored { version: 1, expires_at_ms: None, payload: value.clone() };
+                    let stored = Stored { version: 1, expires_at_ms: None, payload: value };
                     let key = row_key(&Key::empty(), &Key::empty().u64(id));
-                    local.insert((OUTBOX_TABLE.to_owned(), key), Some(stored.encode()));
+                    local.insert((self.table_id(OUTBOX_TABLE)?, key), Some(stored.encode()));
                     results.push(id);
                     continue;
                 }
             };
-            let key = row_key(&pk, &ck);
-            let gk = (table.to_owned(), key);
-            // The current row's version and liveness, and whether the condition holds, without copying it.
-            let check = |bytes: Option<&[u8]>| -> Result<Found> {
-                let Some(bytes) = bytes else {
-                    return Ok(Found {
-                        version: 0,
-                        live: false,
-                        holds: !matches!(condition, Condition::Version(_) | Condition::Value(_)),
-                    });
+            let tid = self.table_id(&table)?;
+            let prefix = partition_prefix(&pk);
+            let mut key = prefix.clone();
+            ck.encode_into(&mut key);
+            let gk = (tid, key);
+            let is_events = table == EVENTS_TABLE;
+            // An event row above a head version this batch already verified: absent by the invariant.
+            let known_absent = is_events
+                && matches!(condition, Condition::Absent)
+                && match ck.0.as_slice() {
+                    [KeyPart::U64(v)] => heads.iter().any(|(p, h)| *p == prefix && v > h),
+                    _ => false,
                 };
-                let (version, expires_at_ms, payload) = Stored::peek(bytes).map_err(|r| corrupt(table, &pk, &ck, r))?;
-                let live = expires_at_ms.is_none_or(|at| at > now_ms);
-                let holds = match condition {
-                    Condition::None => true,
-                    Condition::Absent => !live,
-                    Condition::Version(v) => live && version == *v,
-                    Condition::Value(v) => live && payload == v.as_slice(),
+            let found = if known_absent {
+                Found { version: 0, live: false, holds: true }
+            } else {
+                // The current row's version and liveness, and whether the condition holds, without copying it.
+                let check = |bytes: Option<&[u8]>| -> Result<Found> {
+                    let Some(bytes) = bytes else {
+                        return Ok(Found {
+                            version: 0,
+                            live: false,
+                            holds: !matches!(condition, Condition::Version(_) | Condition::Value(_)),
+                        });
+                    };
+                    let (version, expires_at_ms, payload) =
+                        Stored::peek(bytes).map_err(|r| corrupt(&table, &pk, &ck, r))?;
+                    let live = expires_at_ms.is_none_or(|at| at > now_ms);
+                    let holds = match &condition {
+                        Condition::None => true,
+                        Condition::Absent => !live,
+                        Condition::Version(v) => live && version == *v,
+                        Condition::Value(v) => live && payload == v.as_slice(),
+                    };
+                    Ok(Found { version, live, holds })
                 };
-                Ok(Found { version, live, holds })
-            };
-            let found = match local.get(&gk).or_else(|| overlay.get(&gk)) {
-                Some(v) => check(v.as_deref())?,
-                None => {
-                    let ks = self.shared.keyspace(table)?;
-                    check(ks.get(&gk.1).map_err(io)?.as_deref())?
+                match local.get(&gk).or_else(|| overlay.get(&gk)) {
+                    Some(v) => check(v.as_deref())?,
+                    None => {
+                        let ks = self.keyspaces.get(tid as usize).ok_or_else(|| io("unknown table id"))?;
+                        check(ks.get(&gk.1).map_err(io)?.as_deref())?
+                    }
                 }
             };
             if !found.holds {
                 return Err(StoreError::Conflict { current: if found.live { found.version } else { 0 } });
             }
+            if is_events && ck.0.is_empty() {
+                let head = match &condition {
+                    Condition::Absent => Some(0),
+                    Condition::Value(v) => <[u8; 8]>::try_from(v.as_slice()).ok().map(u64::from_be_bytes),
+                    _ => None,
+                };
+                if let Some(h) = head {
+                    heads.push((prefix, h));
+                }
+            }
             match new_value {
-                Some(value) => {
+                Some(payload) => {
                     let version = found.version + 1;
-                    let stored = Stored { version, expires_at_ms, payload: value.clone() };
-                    local.insert(gk, Some(stored.encode()));
+                    local.insert(gk, Some(Stored { version, expires_at_ms, payload }.encode()));
                     results.push(version);
                 }
                 None => {

@@ -1,0 +1,526 @@
+//! Offline unit tests of the ScyllaDB backend's pure parts (URI, CQL text, keys, TTL, batch shapes, the
+//! commit planner, row mapping), and the conformance suite against a real server when `SCYLLA_URI` is set
+//! (`host:port[,host:port…][/keyspace]`; each test gets its own keyspace `<keyspace>_t<random>`, dropped
+//! afterwards). Without `SCYLLA_URI` the conformance tests print why they skip.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![allow(clippy::print_stderr, reason = "tests explain why they skip")]
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::{Condition, Key, ManualClock, Store, WriteBatch};
+
+// ---- URI, names, DDL ----
+
+#[test]
+fn uri_lists_contact_points_and_optional_keyspace() {
+    let t = parse_uri("127.0.0.1:9042").unwrap();
+    assert_eq!(t, ScyllaTarget { nodes: vec!["127.0.0.1:9042".into()], keyspace: "troupe".into() });
+    let t = parse_uri(" db-1:9042, db-2:19042/app_state ").unwrap();
+    assert_eq!(t.nodes, vec!["db-1:9042".to_owned(), "db-2:19042".to_owned()]);
+    assert_eq!(t.keyspace, "app_state");
+    assert_eq!(parse_uri("scylla://[::1]:9042/").unwrap().nodes, vec!["[::1]:9042".to_owned()]);
+    assert_eq!(parse_uri("scylla://[::1]:9042/").unwrap().keyspace, DEFAULT_KEYSPACE);
+    for bad in ["", "/ks", "db-1", "db-1:0", "db-1:99999", ":9042", "db:9042/Bad-Name", "db:9042/1ks"] {
+        assert!(matches!(parse_uri(bad), Err(StoreError::BadConfig { .. })), "{bad:?} accepted");
+    }
+    assert!(check_keyspace(&"k".repeat(48)).is_ok());
+    assert!(check_keyspace(&"k".repeat(49)).is_err());
+}
+
+#[test]
+fn keyspace_turns_tablets_off_and_replicates_up_to_three() {
+    let cql = keyspace_cql("troupe", 3);
+    assert!(cql.starts_with("CREATE KEYSPACE IF NOT EXISTS troupe WITH replication"), "{cql}");
+    assert!(cql.contains("'replication_factor': 3"), "{cql}");
+    assert!(cql.ends_with("AND tablets = {'enabled': false}"), "{cql}");
+    assert_eq!((replication_factor(0), replication_factor(1), replication_factor(2)), (1, 1, 2));
+    assert_eq!((replication_factor(3), replication_factor(12)), (3, 3));
+}
+
+#[test]
+fn schema_partitions_by_store_key_with_table_first_in_clustering() {
+    let ddl = schema_cql("ks");
+    assert_eq!(ddl.len(), 3);
+    assert!(ddl[0].contains("ks.rows") && ddl[0].contains("PRIMARY KEY ((pk), tbl, ck)"), "{}", ddl[0]);
+    assert!(ddl[0].contains("CLUSTERING ORDER BY (tbl ASC, ck ASC)"), "{}", ddl[0]);
+    assert!(ddl[1].contains("ks.outbox") && ddl[1].contains("PRIMARY KEY ((bucket), id, home)"), "{}", ddl[1]);
+    assert!(ddl[2].contains("ks.meta"), "{}", ddl[2]);
+    assert!(ddl.iter().all(|d| d.starts_with("CREATE TABLE IF NOT EXISTS")));
+}
+
+// ---- statement text ----
+
+fn placeholders(cql: &str) -> usize {
+    cql.matches('?').count()
+}
+
+#[test]
+fn scan_statements_cover_every_bound_and_direction_once() {
+    let mut seen = std::collections::HashSet::new();
+    for lo in BOUND_KINDS {
+        for hi in BOUND_KINDS {
+            for dir in [Direction::Ascending, Direction::Descending] {
+                let i = scan_index(lo, hi, dir);
+                assert!(i < 18 && seen.insert(i), "index {i} reused");
+                let cql = scan_cql("ks", lo, hi, dir);
+                let bounds = usize::from(lo != BoundKind::None) + usize::from(hi != BoundKind::None);
+                assert_eq!(placeholders(&cql), 3 + bounds, "{cql}");
+                assert!(
+                    cql.starts_with("SELECT ck, v, version, expires_at_ms, wid FROM ks.rows WHERE pk = ? AND tbl = ?")
+                );
+                assert!(cql.ends_with("LIMIT ?"), "{cql}");
+            }
+        }
+    }
+    assert_eq!(
+        scan_cql("ks", BoundKind::Inclusive, BoundKind::Exclusive, Direction::Ascending),
+        "SELECT ck, v, version, expires_at_ms, wid FROM ks.rows WHERE pk = ? AND tbl = ? AND ck >= ? AND ck < ? \
+         ORDER BY tbl ASC, ck ASC LIMIT ?"
+    );
+    assert_eq!(
+        scan_cql("ks", BoundKind::Exclusive, BoundKind::Inclusive, Direction::Descending),
+        "SELECT ck, v, version, expires_at_ms, wid FROM ks.rows WHERE pk = ? AND tbl = ? AND ck > ? AND ck <= ? \
+         ORDER BY tbl DESC, ck DESC LIMIT ?"
+    );
+    assert_eq!(bound_kind(&Bound::Included(vec![1])), BoundKind::Inclusive);
+    assert_eq!(bound_kind(&Bound::Excluded(vec![1])), BoundKind::Exclusive);
+    assert_eq!(bound_kind(&Bound::Unbounded), BoundKind::None);
+}
+
+#[test]
+fn only_if_statements_are_conditional_and_lwt_keeps_ttl_after_the_condition() {
+    for stmt in ALL_STMTS {
+        let cql = stmt_cql("ks", stmt);
+        assert_eq!(is_conditional(stmt), cql.contains(" IF "), "{cql}");
+    }
+    assert!(stmt_cql("ks", Stmt::InsertNew).ends_with("IF NOT EXISTS USING TTL ?"));
+    assert!(stmt_cql("ks", Stmt::UpdateGuarded).ends_with("IF wid = ?"));
+    assert!(stmt_cql("ks", Stmt::DeleteGuarded).ends_with("IF wid = ?"));
+}
+
+// ---- keys, TTL, rows ----
+
+#[test]
+fn key_columns_are_prefixed_never_empty_and_round_trip() {
+    assert_eq!(key_col(&Key::empty().encode()), vec![KEY_PREFIX]);
+    let k = Key::from("a").u64(7);
+    assert_eq!(key_of_col(&key_col(&k.encode())), Some(k.encode().as_slice()));
+    assert_eq!(key_of_col(&[]), None);
+    assert_eq!(key_of_col(&[0x01, 2]), None);
+    assert_eq!(bound_col(&Bound::Excluded(vec![3])), Some(vec![KEY_PREFIX, 3]));
+    assert_eq!(bound_col(&Bound::Unbounded), None);
+}
+
+fn arb_key() -> impl Strategy<Value = Key> {
+    let part = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..4).prop_map(crate::KeyPart::Bytes),
+        "[a-c\\x00]{0,3}".prop_map(crate::KeyPart::Str),
+        any::<u64>().prop_map(crate::KeyPart::U64),
+        any::<i64>().prop_map(crate::KeyPart::I64),
+    ];
+    proptest::collection::vec(part, 0..3).prop_map(Key)
+}
+
+proptest! {
+    /// Column values (prefix + encoding) compare like the keys, so CQL's blob order is tuple order.
+    #[test]
+    fn key_column_order_is_key_order(a in arb_key(), b in arb_key()) {
+        prop_assert_eq!(key_col(&a.encode()).cmp(&key_col(&b.encode())), a.cmp(&b));
+        let t = "t";
+        prop_assert_eq!(ck_from_col(t, &Key::empty(), &key_col(&a.encode())).unwrap(), a);
+    }
+
+    /// Outbox ids grow with the clock whatever the random bits, and stay valid bigints.
+    #[test]
+    fn outbox_ids_follow_the_clock(ms in 1_600_000_000_000u64..4_000_000_000_000, d in 1u64..1_000_000, a: u64, b: u64) {
+        let (x, y) = (outbox_id(ms, a), outbox_id(ms + d, b));
+        prop_assert!(x < y);
+        prop_assert!(i64::try_from(y).is_ok());
+    }
+}
+
+#[test]
+fn ttl_rounds_up_to_whole_seconds_and_never_shortens_a_row() {
+    assert_eq!(ttl_secs(None, 1_000), 0);
+    assert_eq!(ttl_secs(Some(1_001), 1_000), 1);
+    assert_eq!(ttl_secs(Some(2_000), 1_000), 1);
+    assert_eq!(ttl_secs(Some(2_001), 1_000), 2);
+    assert_eq!(ttl_secs(Some(6_000), 1_000), 5);
+    assert_eq!(ttl_secs(Some(500), 1_000), 1, "already expired: purge soon");
+    assert_eq!(ttl_secs(Some(u64::MAX), 0), 0, "beyond ScyllaDB's largest TTL: no engine TTL, reads filter");
+    assert_eq!(ttl_secs(Some(MAX_TTL_SECS * 1000), 0), i32::try_from(MAX_TTL_SECS).unwrap());
+}
+
+#[test]
+fn raw_rows_map_to_rows_and_bad_ones_are_corrupt_data_naming_table_and_key() {
+    let (pk, ck) = (Key::from("p"), Key::from(3u64));
+    let s = stored_from("t", &pk, &ck, (Some(b"v".to_vec()), Some(4), Some(9_000), Some(-7))).unwrap();
+    assert_eq!(s, Stored { value: b"v".to_vec(), version: 4, expires_at_ms: Some(9_000), wid: -7 });
+    assert!(s.live(8_999) && !s.live(9_000));
+    let row = to_store_row(ck.clone(), s);
+    assert_eq!(row, Row { ck: ck.clone(), value: b"v".to_vec(), version: 4, expires_at_ms: Some(9_000) });
+    let forever = stored_from("t", &pk, &ck, (Some(vec![]), Some(1), None, Some(1))).unwrap();
+    assert!(forever.live(u64::MAX));
+    let cases: [RawCols; 5] = [
+        (None, Some(1), None, Some(1)),
+        (Some(vec![]), None, None, Some(1)),
+        (Some(vec![]), Some(-1), None, Some(1)),
+        (Some(vec![]), Some(1), Some(-5), Some(1)),
+        (Some(vec![]), Some(1), None, None),
+    ];
+    for raw in cases {
+        match stored_from("t", &pk, &ck, raw.clone()).unwrap_err() {
+            StoreError::CorruptData { table, key, .. } => {
+                assert_eq!(table, "t");
+                assert_eq!(key, "(\"p\")/(3)");
+            }
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+    for col in [vec![], vec![0x07, 1], vec![KEY_PREFIX, 0x09]] {
+        assert!(matches!(ck_from_col("t", &pk, &col), Err(StoreError::CorruptData { .. })), "{col:?}");
+    }
+}
+
+// ---- batch shapes ----
+
+#[test]
+fn batch_shapes_follow_what_cql_can_commit_atomically() {
+    let (a, b) = (Key::from("a"), Key::from("b"));
+    assert_eq!(classify(&WriteBatch::new()).unwrap(), BatchShape::Empty);
+
+    let mut one = WriteBatch::new();
+    one.put_with("t", &a, &Key::from(1u64), b"x".to_vec(), None, Condition::Absent);
+    one.put("u", &a, &Key::empty(), b"y".to_vec());
+    one.append_events("a", 0, vec![b"e".to_vec()]);
+    one.append_outbox("topic", b"p".to_vec());
+    assert_eq!(classify(&one).unwrap(), BatchShape::OnePartition(a.encode()), "tables of one key share a partition");
+
+    let mut many = WriteBatch::new();
+    many.put("t", &a, &Key::empty(), b"x".to_vec());
+    many.delete("t", &b, &Key::empty(), Condition::None);
+    many.append_outbox("topic", b"p".to_vec());
+    assert_eq!(classify(&many).unwrap(), BatchShape::ManyUnconditional);
+
+    let mut cond = many.clone();
+    cond.put_with("t", &b, &Key::from(2u64), b"z".to_vec(), None, Condition::Version(3));
+    match classify(&cond).unwrap_err() {
+        StoreError::BadConfig { reason } => assert!(reason.contains("2 partitions"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+
+    let mut outbox_only = WriteBatch::new();
+    outbox_only.append_outbox("t", b"1".to_vec());
+    assert_eq!(classify(&outbox_only).unwrap(), BatchShape::OutboxOnly);
+
+    let mut ack = WriteBatch::new();
+    for id in [5u64, 9] {
+        ack.delete(OUTBOX_TABLE, &Key::empty(), &Key::empty().u64(id), Condition::None);
+    }
+    assert_eq!(classify(&ack).unwrap(), BatchShape::AckOutbox(vec![5, 9]));
+    let mut mixed = ack.clone();
+    mixed.put("t", &a, &Key::empty(), b"x".to_vec());
+    assert!(matches!(classify(&mixed), Err(StoreError::BadConfig { .. })));
+
+    let mut home = WriteBatch::new();
+    home.put(OUTBOX_HOME_TABLE, &a, &Key::empty(), b"x".to_vec());
+    assert!(matches!(classify(&home), Err(StoreError::BadConfig { .. })));
+}
+
+// ---- the commit planner ----
+
+fn stored(value: &[u8], version: u64, expires_at_ms: Option<u64>, wid: i64) -> Stored {
+    Stored { value: value.to_vec(), version, expires_at_ms, wid }
+}
+
+fn row_id(table: &str, ck: &Key) -> RowId {
+    (table.to_owned(), key_col(&ck.encode()))
+}
+
+/// Plans `batch` (one partition `pk`) with write ids 100, 101, …
+fn plan(
+    batch: &WriteBatch,
+    pk: &Key,
+    current: &[(RowId, Stored)],
+    outbox: &[(u64, Vec<u8>)],
+    guarded: bool,
+) -> Result<PartitionPlan> {
+    let ops: Vec<(usize, &Op)> =
+        batch.ops.iter().enumerate().filter(|(_, op)| !matches!(op, Op::Outbox { .. })).collect();
+    let current: HashMap<RowId, Stored> = current.iter().cloned().collect();
+    let mut next = 99;
+    let mut wid = || {
+        next += 1;
+        next
+    };
+    let plan = plan_partition(pk, &ops, &current, outbox, NOW, guarded, &mut wid)?;
+    for p in &plan.statements {
+        assert_eq!(p.values.len(), placeholders(&stmt_cql("ks", p.stmt)), "{:?} binds every marker", p.stmt);
+    }
+    Ok(plan)
+}
+
+const NOW: u64 = 1_000_000;
+
+fn kinds(plan: &PartitionPlan) -> Vec<Stmt> {
+    plan.statements.iter().map(|p| p.stmt).collect()
+}
+
+#[test]
+fn absent_rows_are_inserted_if_not_exists_with_version_one_and_ttl() {
+    let pk = Key::from("p");
+    let mut b = WriteBatch::new();
+    b.put_with("t", &pk, &Key::from(1u64), b"v".to_vec(), Some(NOW + 1_500), Condition::Absent);
+    let plan = plan(&b, &pk, &[], &[], true).unwrap();
+    assert_eq!(kinds(&plan), vec![Stmt::InsertNew]);
+    assert_eq!(plan.results, vec![(0, 1)]);
+    assert_eq!(
+        plan.statements[0].values,
+        vec![
+            Val::Blob(key_col(&pk.encode())),
+            Val::Text("t".into()),
+            Val::Blob(key_col(&Key::from(1u64).encode())),
+            Val::Blob(b"v".to_vec()),
+            Val::BigInt(1),
+            Val::BigInt(i64::try_from(NOW + 1_500).unwrap()),
+            Val::BigInt(100),
+            Val::Int(2),
+        ]
+    );
+    assert_eq!(plan.probe, Some((row_id("t", &Key::from(1u64)), Some(100), None)));
+}
+
+#[test]
+fn present_rows_are_replaced_under_a_guard_on_the_read_write_id() {
+    let (pk, ck) = (Key::from("p"), Key::from("k"));
+    let mut b = WriteBatch::new();
+    b.put("t", &pk, &ck, b"new".to_vec());
+    let plan = plan(&b, &pk, &[(row_id("t", &ck), stored(b"old", 4, None, 77))], &[], true).unwrap();
+    assert_eq!(kinds(&plan), vec![Stmt::UpdateGuarded, Stmt::Touch]);
+    assert_eq!(plan.results, vec![(0, 5)]);
+    let update = &plan.statements[0].values;
+    assert_eq!(update[0], Val::Int(0), "no TTL");
+    assert_eq!(update[1..5], [Val::Blob(b"new".to_vec()), Val::BigInt(5), Val::Null, Val::BigInt(100)]);
+    assert_eq!(update.last(), Some(&Val::BigInt(77)), "IF wid = <read wid>");
+    assert_eq!(plan.statements[1].values.last(), Some(&Val::Int(0)), "row marker refreshed without TTL");
+    assert_eq!(plan.probe, Some((row_id("t", &ck), Some(100), Some(77))));
+}
+
+#[test]
+fn conditions_are_checked_on_the_read_with_expired_rows_counting_as_absent() {
+    let (pk, ck) = (Key::from("p"), Key::from("k"));
+    let live = [(row_id("t", &ck), stored(b"A", 3, Some(NOW + 1), 9))];
+    let expired = [(row_id("t", &ck), stored(b"A", 3, Some(NOW), 9))];
+    let put = |c: Condition| {
+        let mut b = WriteBatch::new();
+        b.put_with("t", &pk, &ck, b"B".to_vec(), None, c);
+        b
+    };
+    let conflict = |r: Result<PartitionPlan>| match r {
+        Err(StoreError::Conflict { current }) => current,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    assert_eq!(conflict(plan(&put(Condition::Absent), &pk, &live, &[], true)), 3);
+    assert_eq!(conflict(plan(&put(Condition::Version(2)), &pk, &live, &[], true)), 3);
+    assert_eq!(conflict(plan(&put(Condition::Value(b"Z".to_vec())), &pk, &live, &[], true)), 3);
+    assert_eq!(conflict(plan(&put(Condition::Version(3)), &pk, &expired, &[], true)), 0);
+    assert_eq!(conflict(plan(&put(Condition::Version(1)), &pk, &[], &[], true)), 0);
+    assert_eq!(plan(&put(Condition::Version(3)), &pk, &live, &[], true).unwrap().results, vec![(0, 4)]);
+    assert_eq!(plan(&put(Condition::Value(b"A".to_vec())), &pk, &live, &[], true).unwrap().results, vec![(0, 4)]);
+    // An expired row is absent for the condition, and is replaced under a guard on its write id.
+    let p = plan(&put(Condition::Absent), &pk, &expired, &[], true).unwrap();
+    assert_eq!(kinds(&p), vec![Stmt::UpdateGuarded, Stmt::Touch]);
+    assert_eq!(p.results, vec![(0, 4)], "like PostgreSQL: an expired row's version goes on");
+    let mut del = WriteBatch::new();
+    del.delete("t", &pk, &ck, Condition::Version(3));
+    assert_eq!(kinds(&plan(&del, &pk, &live, &[], true).unwrap()), vec![Stmt::DeleteGuarded]);
+    assert_eq!(conflict(plan(&del, &pk, &expired, &[], true)), 0);
+}
+
+#[test]
+fn later_ops_see_earlier_ones_and_each_row_gets_one_guarded_statement() {
+    let (pk, ck) = (Key::from("p"), Key::from("k"));
+    let mut b = WriteBatch::new();
+    b.put_with("t", &pk, &ck, b"1".to_vec(), None, Condition::Absent);
+    b.put_with("t", &pk, &ck, b"2".to_vec(), None, Condition::Version(1));
+    let p = plan(&b, &pk, &[], &[], true).unwrap();
+    assert_eq!(kinds(&p), vec![Stmt::InsertNew]);
+    assert_eq!(p.results, vec![(0, 1), (1, 2)]);
+    assert_eq!(p.statements[0].values[3..5], [Val::Blob(b"2".to_vec()), Val::BigInt(2)]);
+    // A repeated put-if-absent conflicts with the row the batch itself created.
+    let mut twice = WriteBatch::new();
+    twice.put_with("t", &pk, &ck, b"1".to_vec(), None, Condition::Absent);
+    twice.put_with("t", &pk, &ck, b"2".to_vec(), None, Condition::Absent);
+    assert!(matches!(plan(&twice, &pk, &[], &[], true), Err(StoreError::Conflict { current: 1 })));
+    // Put then delete of a present row: one guarded delete.
+    let mut gone = WriteBatch::new();
+    gone.put("t", &pk, &ck, b"1".to_vec());
+    gone.delete("t", &pk, &ck, Condition::None);
+    let p = plan(&gone, &pk, &[(row_id("t", &ck), stored(b"0", 1, None, 5))], &[], true).unwrap();
+    assert_eq!(kinds(&p), vec![Stmt::DeleteGuarded]);
+    assert_eq!(p.results, vec![(0, 2), (1, 0)]);
+}
+
+#[test]
+fn deleting_an_absent_row_alone_writes_nothing_but_inside_a_batch_is_guarded() {
+    let (pk, ck) = (Key::from("p"), Key::from("k"));
+    let mut alone = WriteBatch::new();
+    alone.delete("t", &pk, &ck, Condition::None);
+    let p = plan(&alone, &pk, &[], &[], true).unwrap();
+    assert!(p.statements.is_empty());
+    assert_eq!(p.results, vec![(0, 0)]);
+    let mut with_other = alone.clone();
+    with_other.put("t", &pk, &Key::from("other"), b"x".to_vec());
+    let p = plan(&with_other, &pk, &[], &[], true).unwrap();
+    assert_eq!(kinds(&p), vec![Stmt::InsertNew, Stmt::InsertNew]);
+    let marker = &p.statements[0].values;
+    assert_eq!(marker[3..6], [Val::Blob(vec![]), Val::BigInt(0), Val::BigInt(0)], "an already-expired marker");
+    assert_eq!(marker.last(), Some(&Val::Int(1)), "purged by the engine after a second");
+}
+
+#[test]
+fn outbox_entries_are_inserted_in_the_batch_partition_under_the_reserved_table() {
+    let pk = Key::from("acct");
+    let mut b = WriteBatch::new();
+    b.put_with("accounts", &pk, &Key::from("balance"), b"20".to_vec(), None, Condition::Version(1));
+    b.append_outbox("balances", b"changed".to_vec());
+    b.append_events("acct", 0, vec![b"deposited".to_vec()]);
+    let current = [(row_id("accounts", &Key::from("balance")), stored(b"10", 1, None, 3))];
+    let p = plan(&b, &pk, &current, &[(42, b"rec".to_vec())], true).unwrap();
+    assert_eq!(
+        kinds(&p),
+        vec![Stmt::UpdateGuarded, Stmt::Touch, Stmt::InsertNew, Stmt::InsertNew, Stmt::InsertNew],
+        "state, events head + event 1, outbox row"
+    );
+    assert_eq!(p.results, vec![(0, 2), (2, 1), (3, 1)]);
+    let outbox = &p.statements[4].values;
+    assert_eq!(outbox[0], Val::Blob(key_col(&pk.encode())), "same partition as the state change");
+    assert_eq!(outbox[1], Val::Text(OUTBOX_HOME_TABLE.into()));
+    assert_eq!(outbox[2], Val::Blob(key_col(&Key::empty().u64(42).encode())));
+    assert_eq!(outbox[3], Val::Blob(b"rec".to_vec()));
+}
+
+#[test]
+fn logged_plans_are_plain_writes_with_read_versions() {
+    let (pk, ck) = (Key::from("p"), Key::from("k"));
+    let mut b = WriteBatch::new();
+    b.put_with("t", &pk, &ck, b"x".to_vec(), Some(NOW + 10_000), Condition::None);
+    b.delete("t", &pk, &Key::from("gone"), Condition::None);
+    b.delete("t", &pk, &Key::from("never"), Condition::None);
+    let current =
+        [(row_id("t", &ck), stored(b"old", 7, None, 1)), (row_id("t", &Key::from("gone")), stored(b"old", 1, None, 2))];
+    let p = plan(&b, &pk, &current, &[], false).unwrap();
+    assert_eq!(kinds(&p), vec![Stmt::Upsert, Stmt::Delete]);
+    assert_eq!(p.results, vec![(0, 8), (1, 0), (2, 0)]);
+    assert_eq!(p.statements[0].values.last(), Some(&Val::Int(10)));
+    assert!(p.probe.is_none());
+}
+
+// ---- results and outcomes ----
+
+#[test]
+fn lwt_results_and_unknown_outcomes_are_read_correctly() {
+    let row = |cols: Vec<Option<CqlValue>>| ::scylla::value::Row { columns: cols };
+    assert_eq!(applied_of(&row(vec![Some(CqlValue::Boolean(true)), None])), Some(true));
+    assert_eq!(applied_of(&row(vec![Some(CqlValue::Boolean(false)), Some(CqlValue::BigInt(3))])), Some(false));
+    assert_eq!(applied_of(&row(vec![])), None);
+    assert_eq!(applied_of(&row(vec![Some(CqlValue::Int(1))])), None);
+
+    assert_eq!(resolve(Some(5), Some(5), None), Resolution::Applied);
+    assert_eq!(resolve(None, Some(5), None), Resolution::NotApplied);
+    assert_eq!(resolve(Some(3), Some(5), Some(3)), Resolution::NotApplied);
+    assert_eq!(resolve(Some(4), Some(5), Some(3)), Resolution::Unknown);
+    assert_eq!(resolve(None, None, Some(3)), Resolution::Unknown, "a delete: applied, or someone else deleted");
+    assert_eq!(resolve(Some(3), None, Some(3)), Resolution::NotApplied);
+
+    assert!(certainly_not_applied(&ExecutionError::EmptyPlan));
+    assert!(!certainly_not_applied(&ExecutionError::RequestTimeout(Duration::from_secs(1))));
+    let db = |e: DbError| ExecutionError::LastAttemptError(RequestAttemptError::DbError(e, String::new()));
+    assert!(certainly_not_applied(&db(DbError::Overloaded)));
+    let timeout = DbError::WriteTimeout {
+        consistency: Consistency::Serial,
+        received: 1,
+        required: 2,
+        write_type: ::scylla::errors::WriteType::Cas,
+    };
+    assert!(!certainly_not_applied(&db(timeout)), "a CAS write timeout may still have applied");
+}
+
+#[test]
+fn outbox_scans_start_after_an_id_bound() {
+    assert_eq!(outbox_start(&Bound::Unbounded).unwrap(), (-1, vec![]));
+    let k = Key::empty().u64(10).encode();
+    assert_eq!(outbox_start(&Bound::Included(k.clone())).unwrap(), (9, vec![0xFF]));
+    assert_eq!(outbox_start(&Bound::Excluded(k)).unwrap(), (10, vec![0xFF]));
+    assert!(outbox_start(&Bound::Included(Key::from("x").encode())).is_err());
+    assert!(key_col(&Key::from("any").encode()) < vec![0xFF], "every home sorts before [0xFF]");
+    let page = Page {
+        rows: (0..3u64).map(|i| Row { ck: Key::from(i), value: vec![], version: 1, expires_at_ms: None }).collect(),
+        next: None,
+    };
+    let cut = finish(page.clone(), 2);
+    assert_eq!(cut.rows.len(), 2);
+    assert_eq!(cut.next, Some(Cursor(Key::from(1u64).encode())));
+    assert_eq!(finish(page, 3).next, None);
+}
+
+#[tokio::test]
+async fn bad_uris_and_unreachable_servers_are_typed_errors() {
+    assert!(matches!(ScyllaBackend::open("nowhere").await, Err(StoreError::BadConfig { .. })));
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let err = tokio::time::timeout(Duration::from_secs(30), ScyllaBackend::open("127.0.0.1:1")).await.unwrap();
+    match err {
+        Err(e @ StoreError::Unavailable { .. }) => assert!(e.is_retryable()),
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to 127.0.0.1:1?"),
+    }
+}
+
+// ---- the conformance suite against a real server (SCYLLA_URI) ----
+
+/// Variable naming the test cluster, `host:port[,host:port…][/keyspace]`.
+const URI_VAR: &str = "SCYLLA_URI";
+
+/// Drops the test's keyspace when the test ends.
+struct KeyspaceGuard {
+    nodes: Vec<String>,
+    keyspace: String,
+}
+
+impl Drop for KeyspaceGuard {
+    fn drop(&mut self) {
+        let (nodes, keyspace) = (self.nodes.clone(), self.keyspace.clone());
+        // Own thread and runtime: Drop may run inside (and must not block) the test's runtime worker.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            rt.block_on(async move {
+                if let Ok(session) = SessionBuilder::new().known_nodes(&nodes).build().await {
+                    let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn scylla_store(clock: ManualClock) -> Option<(Store, KeyspaceGuard)> {
+    let Some(uri) = std::env::var(URI_VAR).ok().filter(|s| !s.trim().is_empty()) else {
+        eprintln!("skipping: {URI_VAR} is not set (e.g. SCYLLA_URI=127.0.0.1:9042 to run the suite on ScyllaDB)");
+        return None;
+    };
+    let mut target = parse_uri(&uri).expect("SCYLLA_URI is host:port[,host:port…][/keyspace]");
+    let base: String = target.keyspace.chars().take(30).collect();
+    target.keyspace = format!("{base}_t{:016x}", fastrand::u64(..));
+    let guard = KeyspaceGuard { nodes: target.nodes.clone(), keyspace: target.keyspace.clone() };
+    let backend = ScyllaBackend::open_target(&target).await.unwrap_or_else(|e| panic!("ScyllaDB at {uri}: {e}"));
+    Some((Store::new(Arc::new(backend), Arc::new(clock)), guard))
+}
+
+mod scylla {
+    crate::conformance_tests!(optional super::scylla_store);
+}

@@ -69,7 +69,8 @@
 //! **Verified offline vs not**: statement texts, key/bound encoding, TTL rounding, batch-shape
 //! classification, the commit planner (conditions, versions, guards, outbox rows) and row mapping are unit
 //! tests (`scylla_backend/tests.rs`). No ScyllaDB server was available while this was written: the CQL has
-//! never been executed, and the conformance suite (run when `SCYLLA_URI` is set) has not run yet.
+//! never been executed, and the conformance suite (run when `TROUPE_TEST_SCYLLA_URI` or `SCYLLA_URI` is set)
+//! has not run yet.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};

@@ -1,7 +1,8 @@
 //! Offline unit tests of the ScyllaDB backend's pure parts (URI, CQL text, keys, TTL, batch shapes, the
-//! commit planner, row mapping), and the conformance suite against a real server when `SCYLLA_URI` is set
-//! (`host:port[,host:port…][/keyspace]`; each test gets its own keyspace `<keyspace>_t<random>`, dropped
-//! afterwards). Without `SCYLLA_URI` the conformance tests print why they skip.
+//! commit planner, row mapping), and the conformance suite against a real server when
+//! `TROUPE_TEST_SCYLLA_URI` (or `SCYLLA_URI`) is set (`host:port[,host:port…][/keyspace]`; each test gets its
+//! own keyspace `<keyspace>_t<random>`, dropped afterwards). Without it the conformance tests print why they
+//! skip; with it, an unreachable server fails them.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 #![allow(clippy::print_stderr, reason = "tests explain why they skip")]
 
@@ -483,8 +484,13 @@ async fn bad_uris_and_unreachable_servers_are_typed_errors() {
 
 // ---- the conformance suite against a real server (SCYLLA_URI) ----
 
-/// Variable naming the test cluster, `host:port[,host:port…][/keyspace]`.
-const URI_VAR: &str = "SCYLLA_URI";
+/// Variables naming the test cluster, `host:port[,host:port…][/keyspace]`: `TROUPE_TEST_SCYLLA_URI`, else
+/// `SCYLLA_URI`.
+fn test_uri() -> Option<String> {
+    [troupe_config::env::SCYLLA_URI_VAR, troupe_config::env::SCYLLA_URI_ALIAS]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok().filter(|s| !s.trim().is_empty()))
+}
 
 /// Drops the test's keyspace when the test ends.
 struct KeyspaceGuard {
@@ -509,11 +515,14 @@ impl Drop for KeyspaceGuard {
 }
 
 async fn scylla_store(clock: ManualClock) -> Option<(Store, KeyspaceGuard)> {
-    let Some(uri) = std::env::var(URI_VAR).ok().filter(|s| !s.trim().is_empty()) else {
-        eprintln!("skipping: {URI_VAR} is not set (e.g. SCYLLA_URI=127.0.0.1:9042 to run the suite on ScyllaDB)");
+    let Some(uri) = test_uri() else {
+        eprintln!(
+            "skipping: no ScyllaDB named (set TROUPE_TEST_SCYLLA_URI or SCYLLA_URI, e.g. 127.0.0.1:9042, to run the \
+             conformance suite on ScyllaDB)"
+        );
         return None;
     };
-    let mut target = parse_uri(&uri).expect("SCYLLA_URI is host:port[,host:port…][/keyspace]");
+    let mut target = parse_uri(&uri).expect("the ScyllaDB URI is host:port[,host:port…][/keyspace]");
     let base: String = target.keyspace.chars().take(30).collect();
     target.keyspace = format!("{base}_t{:016x}", fastrand::u64(..));
     let guard = KeyspaceGuard { nodes: target.nodes.clone(), keyspace: target.keyspace.clone() };

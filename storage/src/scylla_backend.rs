@@ -178,6 +178,14 @@ fn keyspace_cql(keyspace: &str, rf: usize) -> String {
     )
 }
 
+/// `CREATE KEYSPACE` for engines without tablets.
+fn keyspace_cql_without_tablets(keyspace: &str, rf: usize) -> String {
+    format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
+         {{'class': 'NetworkTopologyStrategy', 'replication_factor': {rf}}}"
+    )
+}
+
 /// Replication factor for a cluster of `nodes` nodes.
 fn replication_factor(nodes: usize) -> usize {
     nodes.clamp(1, 3)
@@ -699,6 +707,22 @@ fn scy(e: impl std::fmt::Display) -> StoreError {
     StoreError::unavailable(format!("scylla: {e}"))
 }
 
+/// A request error: refused statements (syntax, invalid, unauthorized, configuration) are `BadConfig`;
+/// everything else (connection, timeout, overload, unavailable replicas) is `Unavailable`, retryable.
+fn exec_err(e: ExecutionError) -> StoreError {
+    match &e {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::SyntaxError
+            | DbError::Invalid
+            | DbError::Unauthorized
+            | DbError::AuthenticationError
+            | DbError::ConfigError,
+            _,
+        )) => StoreError::bad_config(format!("scylla refused a statement: {e}")),
+        _ => scy(e),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The backend.
 // ---------------------------------------------------------------------------------------------------------
@@ -822,9 +846,15 @@ impl ScyllaBackend {
             .map_err(|e| StoreError::unavailable(format!("scylla: cannot connect to {:?}: {e}", target.nodes)))?;
         let ks = target.keyspace.as_str();
         let rf = replication_factor(session.get_cluster_state().get_nodes_info().len());
-        session.query_unpaged(keyspace_cql(ks, rf), ()).await.map_err(scy)?;
+        if let Err(e) = session.query_unpaged(keyspace_cql(ks, rf), ()).await {
+            // ScyllaDB before tablets (and Cassandra) do not know the option; vnodes are their only mode.
+            if !e.to_string().contains("tablets") {
+                return Err(exec_err(e));
+            }
+            session.query_unpaged(keyspace_cql_without_tablets(ks, rf), ()).await.map_err(exec_err)?;
+        }
         for cql in schema_cql(ks) {
-            session.query_unpaged(cql, ()).await.map_err(scy)?;
+            session.query_unpaged(cql, ()).await.map_err(exec_err)?;
         }
         check_schema_version(&session, ks).await?;
         let prepared = Prepared::new(&session, ks).await?;
@@ -891,7 +921,7 @@ impl ScyllaBackend {
 
     async fn get_stored(&self, stmt: &PreparedStatement, table: &str, pk: &Key, ck: &Key) -> Result<Option<Stored>> {
         let (pk_col, ck_col) = (key_col(&pk.encode()), key_col(&ck.encode()));
-        let result = self.session.execute_unpaged(stmt, (pk_col, table, ck_col)).await.map_err(scy)?;
+        let result = self.session.execute_unpaged(stmt, (pk_col, table, ck_col)).await.map_err(exec_err)?;
         let rows = result.into_rows_result().map_err(scy)?;
         let raw: Option<RawCols> = rows.maybe_first_row().map_err(|e| corrupt(table, pk, ck, e.to_string()))?;
         raw.map(|raw| stored_from(table, pk, ck, raw)).transpose()
@@ -922,7 +952,7 @@ impl ScyllaBackend {
                 }
             }
             values.push(Some(CqlValue::Int(i32::try_from(n).unwrap_or(i32::MAX))));
-            let result = self.session.execute_unpaged(stmt, values).await.map_err(scy)?;
+            let result = self.session.execute_unpaged(stmt, values).await.map_err(exec_err)?;
             let rows = result.into_rows_result().map_err(scy)?;
             let mut got = 0;
             let mut last_col = None;
@@ -973,7 +1003,7 @@ impl ScyllaBackend {
                 let list = CqlValue::List(chunk.iter().cloned().map(CqlValue::Blob).collect());
                 let values =
                     vec![Some(CqlValue::Blob(pk_col.clone())), Some(CqlValue::Text(table.to_owned())), Some(list)];
-                let result = self.session.execute_unpaged(&self.prepared.read_many, values).await.map_err(scy)?;
+                let result = self.session.execute_unpaged(&self.prepared.read_many, values).await.map_err(exec_err)?;
                 let rows = result.into_rows_result().map_err(scy)?;
                 for row in rows.rows::<ScanCols>().map_err(|e| corrupt(table, pk, &Key::empty(), e.to_string()))? {
                     let (ck_col, v, version, expires, wid) =
@@ -1051,7 +1081,7 @@ impl ScyllaBackend {
             return Ok(results);
         }
         let (cql_batch, values) = self.batch_of(BatchType::Logged, &statements)?;
-        self.session.batch(&cql_batch, values).await.map_err(scy)?;
+        self.session.batch(&cql_batch, values).await.map_err(exec_err)?;
         Ok(results)
     }
 
@@ -1090,7 +1120,10 @@ impl ScyllaBackend {
             // Intents first: the drainer publishes an entry once its colocated row exists.
             for id in &ids {
                 let values = (OUTBOX_BUCKET, to_i64(*id), home.clone(), to_i64(now_ms));
-                self.session.execute_unpaged(&self.prepared.outbox_intent, values).await.map_err(scy)?;
+                if let Err(e) = self.session.execute_unpaged(&self.prepared.outbox_intent, values).await {
+                    self.drop_intents(&ids, &home).await;
+                    return Err(exec_err(e));
+                }
             }
             let (cql_batch, values) = self.batch_of(BatchType::Unlogged, &plan.statements)?;
             let outcome = match self.session.batch(&cql_batch, values).await {
@@ -1105,7 +1138,7 @@ impl ScyllaBackend {
                 }
                 Err(e) if certainly_not_applied(&e) => {
                     self.drop_intents(&ids, &home).await;
-                    return Err(scy(e));
+                    return Err(exec_err(e));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "scylla LWT outcome unknown; resolving with a serial read");
@@ -1162,7 +1195,7 @@ impl ScyllaBackend {
         loop {
             let n = (want + 1 - page.rows.len()).min(SCAN_CHUNK);
             let values = (OUTBOX_BUCKET, after.0, after.1.clone(), i32::try_from(n).unwrap_or(i32::MAX));
-            let result = self.session.execute_unpaged(&self.prepared.outbox_scan, values).await.map_err(scy)?;
+            let result = self.session.execute_unpaged(&self.prepared.outbox_scan, values).await.map_err(exec_err)?;
             let rows = result.into_rows_result().map_err(scy)?;
             let entries: Vec<OutboxCols> = rows
                 .rows::<OutboxCols>()
@@ -1215,7 +1248,7 @@ impl ScyllaBackend {
             return Ok(IntentState::Published(s.value));
         }
         let values = (OUTBOX_BUCKET, to_i64(id), home.to_vec());
-        self.session.execute_unpaged(&self.prepared.outbox_delete_one, values).await.map_err(scy)?;
+        self.session.execute_unpaged(&self.prepared.outbox_delete_one, values).await.map_err(exec_err)?;
         tracing::debug!(id, "scylla: dropped an outbox intent whose commit never applied");
         Ok(IntentState::Dropped)
     }
@@ -1227,22 +1260,24 @@ impl ScyllaBackend {
                 .session
                 .execute_unpaged(&self.prepared.outbox_homes, (OUTBOX_BUCKET, to_i64(*id)))
                 .await
-                .map_err(scy)?;
+                .map_err(exec_err)?;
             let rows = result.into_rows_result().map_err(scy)?;
+            let bad =
+                |e: &dyn std::fmt::Display| corrupt(OUTBOX_TABLE, &Key::empty(), &Key::empty().u64(*id), e.to_string());
             let homes: Vec<Vec<u8>> = rows
                 .rows::<(Vec<u8>,)>()
-                .map_err(scy)?
+                .map_err(|e| bad(&e))?
                 .map(|r| r.map(|(h,)| h))
                 .collect::<std::result::Result<_, _>>()
-                .map_err(scy)?;
+                .map_err(|e| bad(&e))?;
             for home in homes.into_iter().filter(|h| !h.is_empty()) {
                 let values = (home, OUTBOX_HOME_TABLE, key_col(&Key::empty().u64(*id).encode()));
-                self.session.execute_unpaged(&self.prepared.delete_if_exists, values).await.map_err(scy)?;
+                self.session.execute_unpaged(&self.prepared.delete_if_exists, values).await.map_err(exec_err)?;
             }
             self.session
                 .execute_unpaged(&self.prepared.outbox_delete_id, (OUTBOX_BUCKET, to_i64(*id)))
                 .await
-                .map_err(scy)?;
+                .map_err(exec_err)?;
         }
         Ok(())
     }
@@ -1292,11 +1327,11 @@ fn set(results: &mut [u64], i: usize, v: u64) {
 async fn check_schema_version(session: &Session, ks: &str) -> Result<()> {
     let insert =
         format!("INSERT INTO {ks}.meta (name, value) VALUES ('schema_version', {SCHEMA_VERSION}) IF NOT EXISTS");
-    session.query_unpaged(insert, ()).await.map_err(scy)?;
+    session.query_unpaged(insert, ()).await.map_err(exec_err)?;
     let mut read =
         scylla::statement::Statement::new(format!("SELECT value FROM {ks}.meta WHERE name = 'schema_version'"));
     read.set_consistency(Consistency::Serial);
-    let result = session.query_unpaged(read, ()).await.map_err(scy)?;
+    let result = session.query_unpaged(read, ()).await.map_err(exec_err)?;
     let rows = result.into_rows_result().map_err(scy)?;
     let found: Option<(Option<i32>,)> = rows.maybe_first_row().map_err(scy)?;
     match found.and_then(|(v,)| v) {

@@ -39,6 +39,8 @@ fn keyspace_turns_tablets_off_and_replicates_up_to_three() {
     assert!(cql.starts_with("CREATE KEYSPACE IF NOT EXISTS troupe WITH replication"), "{cql}");
     assert!(cql.contains("'replication_factor': 3"), "{cql}");
     assert!(cql.ends_with("AND tablets = {'enabled': false}"), "{cql}");
+    let old = keyspace_cql_without_tablets("troupe", 1);
+    assert!(old.contains("'replication_factor': 1") && !old.contains("tablets"), "{old}");
     assert_eq!((replication_factor(0), replication_factor(1), replication_factor(2)), (1, 1, 2));
     assert_eq!((replication_factor(3), replication_factor(12)), (3, 3));
 }
@@ -449,7 +451,11 @@ fn lwt_results_and_unknown_outcomes_are_read_correctly() {
         required: 2,
         write_type: ::scylla::errors::WriteType::Cas,
     };
-    assert!(!certainly_not_applied(&db(timeout)), "a CAS write timeout may still have applied");
+    assert!(!certainly_not_applied(&db(timeout.clone())), "a CAS write timeout may still have applied");
+    assert!(matches!(exec_err(db(timeout)), StoreError::Unavailable { .. }));
+    assert!(exec_err(ExecutionError::RequestTimeout(Duration::from_secs(1))).is_retryable());
+    assert!(matches!(exec_err(db(DbError::Invalid)), StoreError::BadConfig { .. }));
+    assert!(matches!(exec_err(db(DbError::SyntaxError)), StoreError::BadConfig { .. }));
 }
 
 #[test]

@@ -62,9 +62,18 @@
 //! latest write has a TTL vanishes entirely.
 //!
 //! **Outcomes and errors**: connection errors, timeouts and overload → `Unavailable` (retryable). When an
-//! LWT's outcome is unknown (timeout, broken connection), a SERIAL read of a written row decides: our
-//! `wid` there → committed; the row as pre-read → not applied (retried); anything else → `Unavailable`.
+//! LWT's outcome is unknown (timeout, broken connection), a SERIAL read of the longest-lived row it writes
+//! decides: our `wid` there → committed; the row as pre-read → not applied (retried); anything else →
+//! `Unavailable` (outcome unknown; the outbox intents stay for the drainer to resolve).
+//! "Still absent" for a row a batch reads but leaves absent is guarded by inserting an invisible,
+//! already-expired marker row (version 0, engine TTL 60 s).
 //! Undecodable rows → `CorruptData` naming table and key. Consistency: QUORUM, serial SERIAL.
+//!
+//! **Limits**: the outbox index is one CQL partition (every node's outbox traffic and its tombstones meet
+//! there; fine for moderate rates); a commit is a pre-read plus one Paxos round per partition (about
+//! 4–5 round trips); with SERIAL/QUORUM a multi-DC cluster pays cross-DC latency on every write; batches
+//! over one partition are bounded by ScyllaDB's batch size limits; a key written only by multi-partition
+//! batches gets versions that are not linearizable (see above).
 //!
 //! **Verified offline vs not**: statement texts, key/bound encoding, TTL rounding, batch-shape
 //! classification, the commit planner (conditions, versions, guards, outbox rows) and row mapping are unit
@@ -116,6 +125,8 @@ const IN_CHUNK: usize = 100;
 const MAX_TTL_SECS: u64 = 630_720_000;
 /// Client-side timeout of one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Engine TTL of the invisible marker row that guards "still absent" (see `plan_partition`).
+const DEAD_MARKER_TTL_SECS: i32 = 60;
 /// Prefix byte of `pk`/`ck` column values (keeps them non-empty).
 const KEY_PREFIX: u8 = 0x00;
 
@@ -556,6 +567,7 @@ fn plan_partition(
         }
     }
     let single_op = ops.len() == 1 && outbox.is_empty();
+    let mut probe_rank = i64::MIN;
     for id in order {
         let before = current.get(&id);
         let after = view.remove(&id).flatten();
@@ -611,17 +623,28 @@ fn plan_partition(
             (None, None) if single_op => {}
             (None, None) => {
                 // Guard "still absent" without a visible row: an already-expired marker row (version 0,
-                // expires_at_ms 0), purged by the engine after a second.
+                // expires_at_ms 0), purged by the engine after a minute (long enough to resolve an
+                // unknown outcome with it).
                 let wid = next_wid();
                 let dead = Stored { value: Vec::new(), version: 0, expires_at_ms: Some(0), wid };
                 let mut values = key_vals();
                 values.extend(row_vals(&dead, wid));
-                values.push(Val::Int(1));
+                values.push(Val::Int(DEAD_MARKER_TTL_SECS));
                 plan.statements.push(Planned { stmt: Stmt::InsertNew, values });
                 new_wid = Some(wid);
             }
         }
-        if plan.probe.is_none() && guarded {
+        // The probe: the row whose written state lasts longest (no TTL best; a delete cannot tell
+        // "applied" from "deleted by someone else").
+        let rank = match new_wid {
+            None => -1,
+            Some(_) => match ttls.get(&id).copied().unwrap_or(DEAD_MARKER_TTL_SECS) {
+                0 => i64::MAX,
+                ttl => i64::from(ttl),
+            },
+        };
+        if guarded && probe_rank < rank {
+            probe_rank = rank;
             plan.probe = Some((id.clone(), new_wid, before.map(|s| s.wid)));
         }
     }

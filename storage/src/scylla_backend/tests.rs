@@ -383,7 +383,8 @@ fn deleting_an_absent_row_alone_writes_nothing_but_inside_a_batch_is_guarded() {
     assert_eq!(kinds(&p), vec![Stmt::InsertNew, Stmt::InsertNew]);
     let marker = &p.statements[0].values;
     assert_eq!(marker[3..6], [Val::Blob(vec![]), Val::BigInt(0), Val::BigInt(0)], "an already-expired marker");
-    assert_eq!(marker.last(), Some(&Val::Int(1)), "purged by the engine after a second");
+    assert_eq!(marker.last(), Some(&Val::Int(DEAD_MARKER_TTL_SECS)), "purged by the engine after a minute");
+    assert_eq!(p.probe.map(|(id, _, _)| id), Some(row_id("t", &Key::from("other"))), "the longest-lived row probes");
 }
 
 #[test]

@@ -489,6 +489,20 @@ async fn bad_uris_and_unreachable_servers_are_typed_errors() {
     }
 }
 
+#[tokio::test]
+async fn store_open_with_the_feature_connects_to_the_configured_nodes() {
+    use troupe_config::{Secret, StoreBackend, StoreConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let none = StoreConfig { backend: StoreBackend::Scylla, url: None };
+    match Store::open(&none, dir.path()).await.unwrap_err() {
+        StoreError::BadConfig { reason } => assert!(reason.contains("store.url"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let down = StoreConfig { backend: StoreBackend::Scylla, url: Some(Secret::new("127.0.0.1:1")) };
+    let err = tokio::time::timeout(Duration::from_secs(30), Store::open(&down, dir.path())).await.unwrap().unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
+
 // ---- the conformance suite against a real server (SCYLLA_URI) ----
 
 /// Variables naming the test cluster, `host:port[,host:port…][/keyspace]`: `TROUPE_TEST_SCYLLA_URI`, else

@@ -833,7 +833,8 @@ impl Prepared {
 
 /// The ScyllaDB backend. See the module doc.
 pub struct ScyllaBackend {
-    session: Arc<Session>,
+    /// `None` once closed: the connections close when the last in-flight operation lets go of it.
+    session: std::sync::RwLock<Option<Arc<Session>>>,
     keyspace: String,
     prepared: Prepared,
     closed: AtomicBool,
@@ -884,7 +885,7 @@ impl ScyllaBackend {
         let salt = std::collections::hash_map::RandomState::new().build_hasher().finish();
         tracing::info!(keyspace = ks, schema = SCHEMA_VERSION, nodes = ?target.nodes, "scylla store open");
         Ok(Self {
-            session: Arc::new(session),
+            session: std::sync::RwLock::new(Some(Arc::new(session))),
             keyspace: target.keyspace.clone(),
             prepared,
             closed: AtomicBool::new(false),
@@ -900,10 +901,19 @@ impl ScyllaBackend {
     }
 
     fn check_open(&self) -> Result<()> {
+        self.session().map(drop)
+    }
+
+    /// The session, or `Unavailable` once closed.
+    fn session(&self) -> Result<Arc<Session>> {
+        let closed = || StoreError::unavailable("scylla store is closed");
         if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::unavailable("scylla store is closed"));
+            return Err(closed());
         }
-        Ok(())
+        match self.session.read() {
+            Ok(guard) => guard.clone().ok_or_else(closed),
+            Err(_) => Err(closed()),
+        }
     }
 
     fn random(&self) -> u64 {
@@ -944,7 +954,7 @@ impl ScyllaBackend {
 
     async fn get_stored(&self, stmt: &PreparedStatement, table: &str, pk: &Key, ck: &Key) -> Result<Option<Stored>> {
         let (pk_col, ck_col) = (key_col(&pk.encode()), key_col(&ck.encode()));
-        let result = self.session.execute_unpaged(stmt, (pk_col, table, ck_col)).await.map_err(exec_err)?;
+        let result = self.session()?.execute_unpaged(stmt, (pk_col, table, ck_col)).await.map_err(exec_err)?;
         let rows = result.into_rows_result().map_err(scy)?;
         let raw: Option<RawCols> = rows.maybe_first_row().map_err(|e| corrupt(table, pk, ck, e.to_string()))?;
         raw.map(|raw| stored_from(table, pk, ck, raw)).transpose()
@@ -975,7 +985,7 @@ impl ScyllaBackend {
                 }
             }
             values.push(Some(CqlValue::Int(i32::try_from(n).unwrap_or(i32::MAX))));
-            let result = self.session.execute_unpaged(stmt, values).await.map_err(exec_err)?;
+            let result = self.session()?.execute_unpaged(stmt, values).await.map_err(exec_err)?;
             let rows = result.into_rows_result().map_err(scy)?;
             let mut got = 0;
             let mut last_col = None;
@@ -1026,7 +1036,8 @@ impl ScyllaBackend {
                 let list = CqlValue::List(chunk.iter().cloned().map(CqlValue::Blob).collect());
                 let values =
                     vec![Some(CqlValue::Blob(pk_col.clone())), Some(CqlValue::Text(table.to_owned())), Some(list)];
-                let result = self.session.execute_unpaged(&self.prepared.read_many, values).await.map_err(exec_err)?;
+                let result =
+                    self.session()?.execute_unpaged(&self.prepared.read_many, values).await.map_err(exec_err)?;
                 let rows = result.into_rows_result().map_err(scy)?;
                 for row in rows.rows::<ScanCols>().map_err(|e| corrupt(table, pk, &Key::empty(), e.to_string()))? {
                     let (ck_col, v, version, expires, wid) =
@@ -1104,7 +1115,7 @@ impl ScyllaBackend {
             return Ok(results);
         }
         let (cql_batch, values) = self.batch_of(BatchType::Logged, &statements)?;
-        self.session.batch(&cql_batch, values).await.map_err(exec_err)?;
+        self.session()?.batch(&cql_batch, values).await.map_err(exec_err)?;
         Ok(results)
     }
 
@@ -1143,13 +1154,13 @@ impl ScyllaBackend {
             // Intents first: the drainer publishes an entry once its colocated row exists.
             for id in &ids {
                 let values = (OUTBOX_BUCKET, to_i64(*id), home.clone(), to_i64(now_ms));
-                if let Err(e) = self.session.execute_unpaged(&self.prepared.outbox_intent, values).await {
+                if let Err(e) = self.session()?.execute_unpaged(&self.prepared.outbox_intent, values).await {
                     self.drop_intents(&ids, &home).await;
                     return Err(exec_err(e));
                 }
             }
             let (cql_batch, values) = self.batch_of(BatchType::Unlogged, &plan.statements)?;
-            let outcome = match self.session.batch(&cql_batch, values).await {
+            let outcome = match self.session()?.batch(&cql_batch, values).await {
                 Ok(result) => {
                     let rows = result.into_rows_result().map_err(scy)?;
                     let first: Option<scylla::value::Row> = rows.maybe_first_row().map_err(scy)?;
@@ -1187,7 +1198,8 @@ impl ScyllaBackend {
     async fn resolve_probe(&self, pk: &Key, plan: &PartitionPlan) -> Resolution {
         let Some(((table, ck_col), ours, before)) = &plan.probe else { return Resolution::Unknown };
         let values = (key_col(&pk.encode()), table.as_str(), ck_col.clone());
-        let Ok(result) = self.session.execute_unpaged(&self.prepared.get_serial, values).await else {
+        let Ok(session) = self.session() else { return Resolution::Unknown };
+        let Ok(result) = session.execute_unpaged(&self.prepared.get_serial, values).await else {
             return Resolution::Unknown;
         };
         let Ok(rows) = result.into_rows_result() else { return Resolution::Unknown };
@@ -1201,7 +1213,8 @@ impl ScyllaBackend {
     async fn drop_intents(&self, ids: &[u64], home: &[u8]) {
         for id in ids {
             let values = (OUTBOX_BUCKET, to_i64(*id), home.to_vec());
-            if let Err(e) = self.session.execute_unpaged(&self.prepared.outbox_delete_one, values).await {
+            let Ok(session) = self.session() else { return };
+            if let Err(e) = session.execute_unpaged(&self.prepared.outbox_delete_one, values).await {
                 tracing::debug!(error = %e, id, "scylla: outbox intent left for the drainer");
             }
         }
@@ -1218,7 +1231,7 @@ impl ScyllaBackend {
         loop {
             let n = (want + 1 - page.rows.len()).min(SCAN_CHUNK);
             let values = (OUTBOX_BUCKET, after.0, after.1.clone(), i32::try_from(n).unwrap_or(i32::MAX));
-            let result = self.session.execute_unpaged(&self.prepared.outbox_scan, values).await.map_err(exec_err)?;
+            let result = self.session()?.execute_unpaged(&self.prepared.outbox_scan, values).await.map_err(exec_err)?;
             let rows = result.into_rows_result().map_err(scy)?;
             let entries: Vec<OutboxCols> = rows
                 .rows::<OutboxCols>()
@@ -1271,7 +1284,7 @@ impl ScyllaBackend {
             return Ok(IntentState::Published(s.value));
         }
         let values = (OUTBOX_BUCKET, to_i64(id), home.to_vec());
-        self.session.execute_unpaged(&self.prepared.outbox_delete_one, values).await.map_err(exec_err)?;
+        self.session()?.execute_unpaged(&self.prepared.outbox_delete_one, values).await.map_err(exec_err)?;
         tracing::debug!(id, "scylla: dropped an outbox intent whose commit never applied");
         Ok(IntentState::Dropped)
     }
@@ -1280,7 +1293,7 @@ impl ScyllaBackend {
     async fn ack_outbox(&self, ids: &[u64]) -> Result<()> {
         for id in ids {
             let result = self
-                .session
+                .session()?
                 .execute_unpaged(&self.prepared.outbox_homes, (OUTBOX_BUCKET, to_i64(*id)))
                 .await
                 .map_err(exec_err)?;
@@ -1295,9 +1308,9 @@ impl ScyllaBackend {
                 .map_err(|e| bad(&e))?;
             for home in homes.into_iter().filter(|h| !h.is_empty()) {
                 let values = (home, OUTBOX_HOME_TABLE, key_col(&Key::empty().u64(*id).encode()));
-                self.session.execute_unpaged(&self.prepared.delete_if_exists, values).await.map_err(exec_err)?;
+                self.session()?.execute_unpaged(&self.prepared.delete_if_exists, values).await.map_err(exec_err)?;
             }
-            self.session
+            self.session()?
                 .execute_unpaged(&self.prepared.outbox_delete_id, (OUTBOX_BUCKET, to_i64(*id)))
                 .await
                 .map_err(exec_err)?;
@@ -1386,6 +1399,11 @@ impl Backend for ScyllaBackend {
     fn close(&self) -> BoxFuture<'_, Result<()>> {
         async move {
             self.closed.store(true, Ordering::Release);
+            let session = match self.session.write() {
+                Ok(mut guard) => guard.take(),
+                Err(_) => None,
+            };
+            drop(session);
             Ok(())
         }
         .boxed()

@@ -43,7 +43,8 @@ pub use postgres_backend::{PostgresBackend, SCHEMA_VERSION as POSTGRES_SCHEMA_VE
 #[cfg(feature = "scylla")]
 pub use scylla_backend::{
     BatchShape as ScyllaBatchShape, DEFAULT_KEYSPACE as SCYLLA_DEFAULT_KEYSPACE,
-    SCHEMA_VERSION as SCYLLA_SCHEMA_VERSION, ScyllaBackend, ScyllaTarget,
+    SCHEMA_VERSION as SCYLLA_SCHEMA_VERSION, ScyllaBackend, ScyllaTarget, classify as scylla_batch_shape,
+    parse_uri as parse_scylla_uri,
 };
 pub use store::{Event, Lease, OutboxEntry, Snapshot, Store, check_table};
 

@@ -52,8 +52,10 @@
 //! flight: keeps id order), and drops intents older than a grace period (60 s) whose colocated row a
 //! SERIAL read (which finishes any in-progress Paxos round) does not find. Entries of multi-partition
 //! (LOGGED) batches and outbox-only batches are written inline into the index by the same logged batch.
-//! Ids are `wall-clock ms << 21 | random bits`, strictly increasing per process: unique and ordered by
-//! time across nodes (not gap-free; across nodes only as ordered as their clocks). Acknowledging deletes
+//! Ids are `wall-clock ms << 21 | random bits`, strictly increasing per process, unique across nodes
+//! with overwhelming probability (a clash loses nothing: the index key includes the home partition, and
+//! the colocated row's `IF NOT EXISTS` makes a clash in one partition retry), ordered by time across nodes
+//! only as well as their clocks agree, not gap-free. Acknowledging deletes
 //! the colocated row (LWT) and then the index entry.
 //!
 //! **TTL**: `expires_at_ms` is stored and reads filter `expires_at_ms > now` (the store clock); rows with
@@ -74,6 +76,9 @@
 //! 4–5 round trips); with SERIAL/QUORUM a multi-DC cluster pays cross-DC latency on every write; batches
 //! over one partition are bounded by ScyllaDB's batch size limits; a key written only by multi-partition
 //! batches gets versions that are not linearizable (see above).
+//!
+//! Collaborators: `store.rs` (the `Store` API on top: events, snapshots, leases, outbox), `key.rs` (the
+//! key encoding), `model.rs` (batches and scans), the `scylla` driver.
 //!
 //! **Verified offline vs not**: statement texts, key/bound encoding, TTL rounding, batch-shape
 //! classification, the commit planner (conditions, versions, guards, outbox rows) and row mapping are unit

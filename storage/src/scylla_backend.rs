@@ -80,28 +80,27 @@
 //! Collaborators: `store.rs` (the `Store` API on top: events, snapshots, leases, outbox), `key.rs` (the
 //! key encoding), `model.rs` (batches and scans), the `scylla` driver.
 //!
-//! **Verified offline vs not**: statement texts, key/bound encoding, TTL rounding, batch-shape
-//! classification, the commit planner (conditions, versions, guards, outbox rows) and row mapping are unit
-//! tests (`scylla_backend/tests.rs`). No ScyllaDB server was available while this was written: the CQL has
-//! never been executed, and the conformance suite (run when `TROUPE_TEST_SCYLLA_URI` or `SCYLLA_URI` is set)
-//! has not run yet.
+//! **Verified offline vs not**: the backend's logic runs over a small `Cql` trait (the requests above);
+//! `scylla_backend/driver.rs` implements it with the driver, the tests with an in-memory model of the same
+//! CQL semantics (single-partition LWT batches all-or-nothing on `IF NOT EXISTS` / `IF wid = ?`, plain
+//! writes, the outbox index; every request yields so concurrent commits interleave). Offline, in
+//! `cargo test -p troupe-storage --features scylla`: the whole conformance suite over that model (races,
+//! TTL, cursors, outbox atomicity), injected unknown outcomes (applied, not applied, overtaken), the
+//! drainer's grace period, multi-partition shapes, plus unit tests of statement texts, key/bound encoding,
+//! TTL rounding, batch shapes, the planner and row mapping. **Not verified**: no ScyllaDB server was
+//! available while this was written, so the CQL text, the driver calls and ScyllaDB's real LWT behaviour
+//! have never run; the conformance suite runs against a real cluster when `TROUPE_TEST_SCYLLA_URI` (or
+//! `SCYLLA_URI`) is set.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::ops::Bound;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use scylla::client::execution_profile::ExecutionProfile;
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
-use scylla::statement::batch::{Batch, BatchType};
-use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::CqlValue;
 
 use crate::backend::Backend;
@@ -364,14 +363,6 @@ fn key_of_col(col: &[u8]) -> Option<&[u8]> {
     match col.split_first() {
         Some((&KEY_PREFIX, rest)) => Some(rest),
         _ => None,
-    }
-}
-
-/// A bound's column value.
-fn bound_col(b: &Bound<Vec<u8>>) -> Option<Vec<u8>> {
-    match b {
-        Bound::Included(k) | Bound::Excluded(k) => Some(key_col(k)),
-        Bound::Unbounded => None,
     }
 }
 
@@ -752,96 +743,73 @@ fn exec_err(e: ExecutionError) -> StoreError {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The backend.
+// The backend: logic over the `Cql` calls (the driver in production, an in-memory model in the tests).
 // ---------------------------------------------------------------------------------------------------------
 
-/// Prepared statements, once per session.
-struct Prepared {
-    get: PreparedStatement,
-    get_serial: PreparedStatement,
-    read_many: PreparedStatement,
-    scans: Vec<PreparedStatement>,
-    writes: HashMap<Stmt, PreparedStatement>,
-    outbox_intent: PreparedStatement,
-    outbox_scan: PreparedStatement,
-    outbox_homes: PreparedStatement,
-    outbox_delete_id: PreparedStatement,
-    outbox_delete_one: PreparedStatement,
-    delete_if_exists: PreparedStatement,
+/// A failed CQL request.
+#[derive(Debug)]
+struct CqlError {
+    /// The error to report.
+    error: StoreError,
+    /// A write may have applied anyway (timeout, broken connection, malformed answer).
+    unknown_outcome: bool,
 }
 
-impl Prepared {
-    async fn new(session: &Session, ks: &str) -> Result<Self> {
-        let prep = |cql: String, idempotent: bool| async move {
-            let mut p = session.prepare(cql).await.map_err(scy)?;
-            p.set_is_idempotent(idempotent);
-            Ok::<_, StoreError>(p)
-        };
-        let get_cql =
-            format!("SELECT v, version, expires_at_ms, wid FROM {ks}.rows WHERE pk = ? AND tbl = ? AND ck = ?");
-        let mut get_serial = prep(get_cql.clone(), true).await?;
-        get_serial.set_consistency(Consistency::Serial);
-        let mut scans = Vec::with_capacity(18);
-        for lo in BOUND_KINDS {
-            for hi in BOUND_KINDS {
-                for dir in [Direction::Ascending, Direction::Descending] {
-                    debug_assert_eq!(scan_index(lo, hi, dir), scans.len());
-                    scans.push(prep(scan_cql(ks, lo, hi, dir), true).await?);
-                }
-            }
-        }
-        let mut writes = HashMap::new();
-        for stmt in ALL_STMTS {
-            // Conditional statements are never idempotent: no driver retries, no speculative execution.
-            writes.insert(stmt, prep(stmt_cql(ks, stmt), !is_conditional(stmt)).await?);
-        }
-        Ok(Self {
-            get: prep(get_cql, true).await?,
-            get_serial,
-            read_many: prep(
-                format!(
-                    "SELECT ck, v, version, expires_at_ms, wid FROM {ks}.rows WHERE pk = ? AND tbl = ? AND ck IN ?"
-                ),
-                true,
-            )
-            .await?,
-            scans,
-            writes,
-            outbox_intent: prep(
-                format!("INSERT INTO {ks}.outbox (bucket, id, home, created_ms) VALUES (?, ?, ?, ?)"),
-                true,
-            )
-            .await?,
-            outbox_scan: prep(
-                format!(
-                    "SELECT id, home, v, created_ms FROM {ks}.outbox WHERE bucket = ? AND (id, home) > (?, ?) LIMIT ?"
-                ),
-                true,
-            )
-            .await?,
-            outbox_homes: prep(format!("SELECT home FROM {ks}.outbox WHERE bucket = ? AND id = ?"), true).await?,
-            outbox_delete_id: prep(format!("DELETE FROM {ks}.outbox WHERE bucket = ? AND id = ?"), true).await?,
-            outbox_delete_one: prep(format!("DELETE FROM {ks}.outbox WHERE bucket = ? AND id = ? AND home = ?"), true)
-                .await?,
-            delete_if_exists: prep(
-                format!("DELETE FROM {ks}.rows WHERE pk = ? AND tbl = ? AND ck = ? IF EXISTS"),
-                false,
-            )
-            .await?,
-        })
+impl From<CqlError> for StoreError {
+    fn from(e: CqlError) -> Self {
+        e.error
     }
+}
 
-    fn write(&self, stmt: Stmt) -> Result<&PreparedStatement> {
-        self.writes.get(&stmt).ok_or_else(|| StoreError::unavailable(format!("scylla: {stmt:?} not prepared")))
-    }
+type CqlResult<T> = std::result::Result<T, CqlError>;
+
+/// The CQL requests the backend makes. Keys are column values (`key_col`), bounds too.
+trait Cql: Send + Sync + 'static {
+    /// `(v, version, expires_at_ms, wid)` of one row; `serial` = a SERIAL read (finishes Paxos rounds).
+    fn get<'a>(
+        &'a self,
+        pk: &'a [u8],
+        tbl: &'a str,
+        ck: &'a [u8],
+        serial: bool,
+    ) -> BoxFuture<'a, CqlResult<Option<RawCols>>>;
+    /// The rows with these clustering keys (at most `IN_CHUNK`).
+    fn read_many<'a>(
+        &'a self,
+        pk: &'a [u8],
+        tbl: &'a str,
+        cks: &'a [Vec<u8>],
+    ) -> BoxFuture<'a, CqlResult<Vec<ScanCols>>>;
+    /// Up to `limit` rows within the bounds, in `direction` order.
+    fn scan<'a>(
+        &'a self,
+        pk: &'a [u8],
+        tbl: &'a str,
+        lo: &'a Bound<Vec<u8>>,
+        hi: &'a Bound<Vec<u8>>,
+        direction: Direction,
+        limit: usize,
+    ) -> BoxFuture<'a, CqlResult<Vec<ScanCols>>>;
+    /// One batch: LWT (`lwt`, returns `[applied]`) or LOGGED (returns `true`).
+    fn batch<'a>(&'a self, lwt: bool, statements: &'a [Planned]) -> BoxFuture<'a, CqlResult<bool>>;
+    /// Writes an outbox intent `(id, home)`.
+    fn outbox_intent<'a>(&'a self, id: i64, home: &'a [u8], created_ms: i64) -> BoxFuture<'a, CqlResult<()>>;
+    /// Up to `limit` index entries after `(id, home)`, in order.
+    fn outbox_scan(&self, after: (i64, Vec<u8>), limit: usize) -> BoxFuture<'_, CqlResult<Vec<OutboxCols>>>;
+    /// The homes of the index entries with this id.
+    fn outbox_homes(&self, id: i64) -> BoxFuture<'_, CqlResult<Vec<Vec<u8>>>>;
+    /// Deletes the index entry `(id, home)`, or every entry of `id`.
+    fn outbox_delete<'a>(&'a self, id: i64, home: Option<&'a [u8]>) -> BoxFuture<'a, CqlResult<()>>;
+    /// `DELETE … IF EXISTS` of one row.
+    fn delete_if_exists<'a>(&'a self, pk: &'a [u8], tbl: &'a str, ck: &'a [u8]) -> BoxFuture<'a, CqlResult<()>>;
+    /// Releases connections; later requests fail.
+    fn close(&self);
 }
 
 /// The ScyllaDB backend. See the module doc.
 pub struct ScyllaBackend {
-    /// `None` once closed: the connections close when the last in-flight operation lets go of it.
-    session: std::sync::RwLock<Option<Arc<Session>>>,
+    cql: Box<dyn Cql>,
     keyspace: String,
-    prepared: Prepared,
     closed: AtomicBool,
     /// Last outbox id handed out (strictly increasing per process).
     last_outbox_id: AtomicU64,
@@ -859,45 +827,20 @@ impl ScyllaBackend {
 
     /// Connects to `target`, creating the keyspace and schema if needed.
     pub async fn open_target(target: &ScyllaTarget) -> Result<Self> {
-        check_keyspace(&target.keyspace)?;
-        let profile = ExecutionProfile::builder()
-            .consistency(Consistency::Quorum)
-            .serial_consistency(Some(SerialConsistency::Serial))
-            .request_timeout(Some(REQUEST_TIMEOUT))
-            .build()
-            .into_handle();
-        let session = SessionBuilder::new()
-            .known_nodes(&target.nodes)
-            .connection_timeout(Duration::from_secs(5))
-            .default_execution_profile_handle(profile)
-            .build()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("scylla: cannot connect to {:?}: {e}", target.nodes)))?;
-        let ks = target.keyspace.as_str();
-        let rf = replication_factor(session.get_cluster_state().get_nodes_info().len());
-        if let Err(e) = session.query_unpaged(keyspace_cql(ks, rf), ()).await {
-            // ScyllaDB before tablets (and Cassandra) do not know the option; vnodes are their only mode.
-            if !e.to_string().contains("tablets") {
-                return Err(exec_err(e));
-            }
-            session.query_unpaged(keyspace_cql_without_tablets(ks, rf), ()).await.map_err(exec_err)?;
-        }
-        for cql in schema_cql(ks) {
-            session.query_unpaged(cql, ()).await.map_err(exec_err)?;
-        }
-        check_schema_version(&session, ks).await?;
-        let prepared = Prepared::new(&session, ks).await?;
-        let salt = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        tracing::info!(keyspace = ks, schema = SCHEMA_VERSION, nodes = ?target.nodes, "scylla store open");
-        Ok(Self {
-            session: std::sync::RwLock::new(Some(Arc::new(session))),
-            keyspace: target.keyspace.clone(),
-            prepared,
+        let cql = driver::DriverCql::connect(target).await?;
+        tracing::info!(keyspace = %target.keyspace, schema = SCHEMA_VERSION, nodes = ?target.nodes, "scylla store open");
+        Ok(Self::with_cql(Box::new(cql), &target.keyspace))
+    }
+
+    fn with_cql(cql: Box<dyn Cql>, keyspace: &str) -> Self {
+        Self {
+            cql,
+            keyspace: keyspace.to_owned(),
             closed: AtomicBool::new(false),
             last_outbox_id: AtomicU64::new(0),
-            salt,
+            salt: std::collections::hash_map::RandomState::new().build_hasher().finish(),
             counter: AtomicU64::new(0),
-        })
+        }
     }
 
     /// The keyspace in use.
@@ -906,19 +849,10 @@ impl ScyllaBackend {
     }
 
     fn check_open(&self) -> Result<()> {
-        self.session().map(drop)
-    }
-
-    /// The session, or `Unavailable` once closed.
-    fn session(&self) -> Result<Arc<Session>> {
-        let closed = || StoreError::unavailable("scylla store is closed");
         if self.closed.load(Ordering::Acquire) {
-            return Err(closed());
+            return Err(StoreError::unavailable("scylla store is closed"));
         }
-        match self.session.read() {
-            Ok(guard) => guard.clone().ok_or_else(closed),
-            Err(_) => Err(closed()),
-        }
+        Ok(())
     }
 
     fn random(&self) -> u64 {
@@ -953,15 +887,13 @@ impl ScyllaBackend {
 
     async fn get_row(&self, table: &str, pk: &Key, ck: &Key, now_ms: u64) -> Result<Option<Row>> {
         self.check_open()?;
-        let found = self.get_stored(&self.prepared.get, table, pk, ck).await?;
+        let found = self.get_stored(table, pk, ck, false).await?;
         Ok(found.filter(|s| s.live(now_ms)).map(|s| to_store_row(ck.clone(), s)))
     }
 
-    async fn get_stored(&self, stmt: &PreparedStatement, table: &str, pk: &Key, ck: &Key) -> Result<Option<Stored>> {
+    async fn get_stored(&self, table: &str, pk: &Key, ck: &Key, serial: bool) -> Result<Option<Stored>> {
         let (pk_col, ck_col) = (key_col(&pk.encode()), key_col(&ck.encode()));
-        let result = self.session()?.execute_unpaged(stmt, (pk_col, table, ck_col)).await.map_err(exec_err)?;
-        let rows = result.into_rows_result().map_err(scy)?;
-        let raw: Option<RawCols> = rows.maybe_first_row().map_err(|e| corrupt(table, pk, ck, e.to_string()))?;
+        let raw = self.cql.get(&pk_col, table, &ck_col, serial).await?;
         raw.map(|raw| stored_from(table, pk, ck, raw)).transpose()
     }
 
@@ -977,27 +909,11 @@ impl ScyllaBackend {
         let mut live: Vec<Row> = Vec::new();
         loop {
             let n = (want + 1 - live.len()).min(SCAN_CHUNK);
-            let stmt = self
-                .prepared
-                .scans
-                .get(scan_index(bound_kind(&lo), bound_kind(&hi), scan.direction))
-                .ok_or_else(|| StoreError::unavailable("scylla: scan statement missing"))?;
-            let mut values: Vec<Option<CqlValue>> =
-                vec![Some(CqlValue::Blob(pk_col.clone())), Some(CqlValue::Text(table.to_owned()))];
-            for b in [&lo, &hi] {
-                if let Some(col) = bound_col(b) {
-                    values.push(Some(CqlValue::Blob(col)));
-                }
-            }
-            values.push(Some(CqlValue::Int(i32::try_from(n).unwrap_or(i32::MAX))));
-            let result = self.session()?.execute_unpaged(stmt, values).await.map_err(exec_err)?;
-            let rows = result.into_rows_result().map_err(scy)?;
-            let mut got = 0;
+            let (lo_col, hi_col) = (bound_to_col(&lo), bound_to_col(&hi));
+            let rows = self.cql.scan(&pk_col, table, &lo_col, &hi_col, scan.direction, n).await?;
+            let got = rows.len();
             let mut last_col = None;
-            for row in rows.rows::<ScanCols>().map_err(|e| corrupt(table, pk, &Key::empty(), e.to_string()))? {
-                let (ck_col, v, version, expires, wid) =
-                    row.map_err(|e| corrupt(table, pk, &Key::empty(), e.to_string()))?;
-                got += 1;
+            for (ck_col, v, version, expires, wid) in rows {
                 let ck = ck_from_col(table, pk, &ck_col)?;
                 let stored = stored_from(table, pk, &ck, (v, version, expires, wid))?;
                 last_col = Some(ck_col);
@@ -1025,28 +941,21 @@ impl ScyllaBackend {
     /// Reads the rows of `partition` that `ops` touch (physically present, expired or not).
     async fn pre_read(&self, pk: &Key, ops: &[(usize, &Op)]) -> Result<HashMap<RowId, Stored>> {
         let pk_col = key_col(&pk.encode());
-        let mut by_table: HashMap<&str, Vec<Vec<u8>>> = HashMap::new();
+        let mut by_table: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
         for (_, op) in ops {
             if let Op::Put { table, ck, .. } | Op::Delete { table, ck, .. } = op {
-                let cks = by_table.entry(table.as_str()).or_default();
                 let col = key_col(&ck.encode());
-                if !cks.contains(&col) {
-                    cks.push(col);
+                match by_table.iter_mut().find(|(t, _)| *t == table.as_str()) {
+                    Some((_, cks)) if cks.contains(&col) => {}
+                    Some((_, cks)) => cks.push(col),
+                    None => by_table.push((table.as_str(), vec![col])),
                 }
             }
         }
         let mut found = HashMap::new();
         for (table, cks) in by_table {
             for chunk in cks.chunks(IN_CHUNK) {
-                let list = CqlValue::List(chunk.iter().cloned().map(CqlValue::Blob).collect());
-                let values =
-                    vec![Some(CqlValue::Blob(pk_col.clone())), Some(CqlValue::Text(table.to_owned())), Some(list)];
-                let result =
-                    self.session()?.execute_unpaged(&self.prepared.read_many, values).await.map_err(exec_err)?;
-                let rows = result.into_rows_result().map_err(scy)?;
-                for row in rows.rows::<ScanCols>().map_err(|e| corrupt(table, pk, &Key::empty(), e.to_string()))? {
-                    let (ck_col, v, version, expires, wid) =
-                        row.map_err(|e| corrupt(table, pk, &Key::empty(), e.to_string()))?;
+                for (ck_col, v, version, expires, wid) in self.cql.read_many(&pk_col, table, chunk).await? {
                     let ck = ck_from_col(table, pk, &ck_col)?;
                     let stored = stored_from(table, pk, &ck, (v, version, expires, wid))?;
                     found.insert((table.to_owned(), ck_col), stored);
@@ -1054,19 +963,6 @@ impl ScyllaBackend {
             }
         }
         Ok(found)
-    }
-
-    fn batch_of(&self, kind: BatchType, statements: &[Planned]) -> Result<(Batch, Vec<Vec<Option<CqlValue>>>)> {
-        let mut batch = Batch::new(kind);
-        let mut values = Vec::with_capacity(statements.len());
-        let mut conditional = false;
-        for p in statements {
-            conditional |= is_conditional(p.stmt);
-            batch.append_statement(self.prepared.write(p.stmt)?.clone());
-            values.push(cql_values(p.values.clone()));
-        }
-        batch.set_is_idempotent(!conditional);
-        Ok((batch, values))
     }
 
     async fn commit_batch(&self, batch: &WriteBatch, now_ms: u64) -> Result<Vec<u64>> {
@@ -1116,11 +1012,9 @@ impl ScyllaBackend {
             });
             set(&mut results, i, id);
         }
-        if statements.is_empty() {
-            return Ok(results);
+        if !statements.is_empty() {
+            self.cql.batch(false, &statements).await?;
         }
-        let (cql_batch, values) = self.batch_of(BatchType::Logged, &statements)?;
-        self.session()?.batch(&cql_batch, values).await.map_err(exec_err)?;
         Ok(results)
     }
 
@@ -1158,57 +1052,43 @@ impl ScyllaBackend {
             }
             // Intents first: the drainer publishes an entry once its colocated row exists.
             for id in &ids {
-                let values = (OUTBOX_BUCKET, to_i64(*id), home.clone(), to_i64(now_ms));
-                if let Err(e) = self.session()?.execute_unpaged(&self.prepared.outbox_intent, values).await {
+                if let Err(e) = self.cql.outbox_intent(to_i64(*id), &home, to_i64(now_ms)).await {
                     self.drop_intents(&ids, &home).await;
-                    return Err(exec_err(e));
+                    return Err(e.error);
                 }
             }
-            let (cql_batch, values) = self.batch_of(BatchType::Unlogged, &plan.statements)?;
-            let outcome = match self.session()?.batch(&cql_batch, values).await {
-                Ok(result) => {
-                    let rows = result.into_rows_result().map_err(scy)?;
-                    let first: Option<scylla::value::Row> = rows.maybe_first_row().map_err(scy)?;
-                    match first.as_ref().and_then(applied_of) {
-                        Some(true) => Resolution::Applied,
-                        Some(false) => Resolution::NotApplied,
-                        None => return Err(scy("LWT batch result without [applied]")),
-                    }
-                }
-                Err(e) if certainly_not_applied(&e) => {
+            let outcome = match self.cql.batch(true, &plan.statements).await {
+                Ok(true) => Resolution::Applied,
+                Ok(false) => Resolution::NotApplied,
+                Err(e) if !e.unknown_outcome => {
                     self.drop_intents(&ids, &home).await;
-                    return Err(exec_err(e));
+                    return Err(e.error);
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "scylla LWT outcome unknown; resolving with a serial read");
+                    tracing::debug!(error = %e.error, "scylla LWT outcome unknown; resolving with a serial read");
                     match self.resolve_probe(&pk, &plan).await {
                         Resolution::Unknown => {
-                            return Err(StoreError::unavailable(format!("scylla: commit outcome unknown: {e}")));
+                            return Err(StoreError::unavailable(format!(
+                                "scylla: commit outcome unknown: {}",
+                                e.error
+                            )));
                         }
                         r => r,
                     }
                 }
             };
-            match outcome {
-                Resolution::Applied => return Ok(results),
-                _ => {
-                    self.drop_intents(&ids, &home).await;
-                    tokio::time::sleep(Duration::from_millis(1 + self.random() % 5)).await;
-                }
+            if outcome == Resolution::Applied {
+                return Ok(results);
             }
+            self.drop_intents(&ids, &home).await;
+            tokio::time::sleep(Duration::from_millis(1 + self.random() % 5)).await;
         }
         Err(StoreError::unavailable("scylla: commit lost to concurrent writers too many times"))
     }
 
     async fn resolve_probe(&self, pk: &Key, plan: &PartitionPlan) -> Resolution {
         let Some(((table, ck_col), ours, before)) = &plan.probe else { return Resolution::Unknown };
-        let values = (key_col(&pk.encode()), table.as_str(), ck_col.clone());
-        let Ok(session) = self.session() else { return Resolution::Unknown };
-        let Ok(result) = session.execute_unpaged(&self.prepared.get_serial, values).await else {
-            return Resolution::Unknown;
-        };
-        let Ok(rows) = result.into_rows_result() else { return Resolution::Unknown };
-        match rows.maybe_first_row::<RawCols>() {
+        match self.cql.get(&key_col(&pk.encode()), table, ck_col, true).await {
             Ok(found) => resolve(found.and_then(|r| r.3), *ours, *before),
             Err(_) => Resolution::Unknown,
         }
@@ -1217,10 +1097,8 @@ impl ScyllaBackend {
     /// Best effort: removes intents of an LWT that did not apply (else the drainer drops them later).
     async fn drop_intents(&self, ids: &[u64], home: &[u8]) {
         for id in ids {
-            let values = (OUTBOX_BUCKET, to_i64(*id), home.to_vec());
-            let Ok(session) = self.session() else { return };
-            if let Err(e) = session.execute_unpaged(&self.prepared.outbox_delete_one, values).await {
-                tracing::debug!(error = %e, id, "scylla: outbox intent left for the drainer");
+            if let Err(e) = self.cql.outbox_delete(to_i64(*id), Some(home)).await {
+                tracing::debug!(error = %e.error, id, "scylla: outbox intent left for the drainer");
             }
         }
     }
@@ -1235,19 +1113,11 @@ impl ScyllaBackend {
         let mut page = Page::default();
         loop {
             let n = (want + 1 - page.rows.len()).min(SCAN_CHUNK);
-            let values = (OUTBOX_BUCKET, after.0, after.1.clone(), i32::try_from(n).unwrap_or(i32::MAX));
-            let result = self.session()?.execute_unpaged(&self.prepared.outbox_scan, values).await.map_err(exec_err)?;
-            let rows = result.into_rows_result().map_err(scy)?;
-            let entries: Vec<OutboxCols> = rows
-                .rows::<OutboxCols>()
-                .map_err(|e| corrupt(OUTBOX_TABLE, &Key::empty(), &Key::empty(), e.to_string()))?
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| corrupt(OUTBOX_TABLE, &Key::empty(), &Key::empty(), e.to_string()))?;
+            let entries = self.cql.outbox_scan(after.clone(), n).await?;
             let got = entries.len();
             for (id, home, v, created) in entries {
                 after = (id, home.clone());
                 let Ok(uid) = u64::try_from(id) else { continue };
-                let ck = Key::empty().u64(uid);
                 let value = match v {
                     Some(v) => Some(v),
                     None => match self.resolve_intent(uid, &home, created, now_ms).await? {
@@ -1257,7 +1127,7 @@ impl ScyllaBackend {
                     },
                 };
                 if let Some(value) = value {
-                    page.rows.push(Row { ck, value, version: 1, expires_at_ms: None });
+                    page.rows.push(Row { ck: Key::empty().u64(uid), value, version: 1, expires_at_ms: None });
                     if page.rows.len() > want {
                         return Ok(finish(page, want));
                     }
@@ -1272,12 +1142,10 @@ impl ScyllaBackend {
     async fn resolve_intent(&self, id: u64, home: &[u8], created: Option<i64>, now_ms: u64) -> Result<IntentState> {
         let pk = match key_of_col(home).map(Key::decode) {
             Some(Ok(pk)) => pk,
-            _ => {
-                return Err(corrupt(OUTBOX_TABLE, &Key::empty(), &Key::empty().u64(id), "bad home partition"));
-            }
+            _ => return Err(corrupt(OUTBOX_TABLE, &Key::empty(), &Key::empty().u64(id), "bad home partition")),
         };
         let ck = Key::empty().u64(id);
-        if let Some(s) = self.get_stored(&self.prepared.get, OUTBOX_HOME_TABLE, &pk, &ck).await? {
+        if let Some(s) = self.get_stored(OUTBOX_HOME_TABLE, &pk, &ck, false).await? {
             return Ok(IntentState::Published(s.value));
         }
         let age = now_ms.saturating_sub(created.and_then(|c| u64::try_from(c).ok()).unwrap_or(0));
@@ -1285,11 +1153,10 @@ impl ScyllaBackend {
             return Ok(IntentState::InFlight);
         }
         // Old: a SERIAL read finishes any in-progress Paxos round before we decide.
-        if let Some(s) = self.get_stored(&self.prepared.get_serial, OUTBOX_HOME_TABLE, &pk, &ck).await? {
+        if let Some(s) = self.get_stored(OUTBOX_HOME_TABLE, &pk, &ck, true).await? {
             return Ok(IntentState::Published(s.value));
         }
-        let values = (OUTBOX_BUCKET, to_i64(id), home.to_vec());
-        self.session()?.execute_unpaged(&self.prepared.outbox_delete_one, values).await.map_err(exec_err)?;
+        self.cql.outbox_delete(to_i64(id), Some(home)).await?;
         tracing::debug!(id, "scylla: dropped an outbox intent whose commit never applied");
         Ok(IntentState::Dropped)
     }
@@ -1297,30 +1164,22 @@ impl ScyllaBackend {
     /// Deletes acknowledged entries: colocated rows first (LWT, as they were written), then the index.
     async fn ack_outbox(&self, ids: &[u64]) -> Result<()> {
         for id in ids {
-            let result = self
-                .session()?
-                .execute_unpaged(&self.prepared.outbox_homes, (OUTBOX_BUCKET, to_i64(*id)))
-                .await
-                .map_err(exec_err)?;
-            let rows = result.into_rows_result().map_err(scy)?;
-            let bad =
-                |e: &dyn std::fmt::Display| corrupt(OUTBOX_TABLE, &Key::empty(), &Key::empty().u64(*id), e.to_string());
-            let homes: Vec<Vec<u8>> = rows
-                .rows::<(Vec<u8>,)>()
-                .map_err(|e| bad(&e))?
-                .map(|r| r.map(|(h,)| h))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| bad(&e))?;
-            for home in homes.into_iter().filter(|h| !h.is_empty()) {
-                let values = (home, OUTBOX_HOME_TABLE, key_col(&Key::empty().u64(*id).encode()));
-                self.session()?.execute_unpaged(&self.prepared.delete_if_exists, values).await.map_err(exec_err)?;
+            let ck_col = key_col(&Key::empty().u64(*id).encode());
+            for home in self.cql.outbox_homes(to_i64(*id)).await?.into_iter().filter(|h| !h.is_empty()) {
+                self.cql.delete_if_exists(&home, OUTBOX_HOME_TABLE, &ck_col).await?;
             }
-            self.session()?
-                .execute_unpaged(&self.prepared.outbox_delete_id, (OUTBOX_BUCKET, to_i64(*id)))
-                .await
-                .map_err(exec_err)?;
+            self.cql.outbox_delete(to_i64(*id), None).await?;
         }
         Ok(())
+    }
+}
+
+/// A scan bound on an encoded key as a bound on the `ck` column.
+fn bound_to_col(b: &Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(key_col(k)),
+        Bound::Excluded(k) => Bound::Excluded(key_col(k)),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -1364,26 +1223,6 @@ fn set(results: &mut [u64], i: usize, v: u64) {
     }
 }
 
-/// Checks (or records) the schema version; another version is refused.
-async fn check_schema_version(session: &Session, ks: &str) -> Result<()> {
-    let insert =
-        format!("INSERT INTO {ks}.meta (name, value) VALUES ('schema_version', {SCHEMA_VERSION}) IF NOT EXISTS");
-    session.query_unpaged(insert, ()).await.map_err(exec_err)?;
-    let mut read =
-        scylla::statement::Statement::new(format!("SELECT value FROM {ks}.meta WHERE name = 'schema_version'"));
-    read.set_consistency(Consistency::Serial);
-    let result = session.query_unpaged(read, ()).await.map_err(exec_err)?;
-    let rows = result.into_rows_result().map_err(scy)?;
-    let found: Option<(Option<i32>,)> = rows.maybe_first_row().map_err(scy)?;
-    match found.and_then(|(v,)| v) {
-        Some(v) if v == SCHEMA_VERSION => Ok(()),
-        Some(v) => Err(StoreError::bad_config(format!(
-            "ScyllaDB keyspace {ks} has schema version {v}, this build reads version {SCHEMA_VERSION}"
-        ))),
-        None => Err(StoreError::unavailable(format!("scylla: keyspace {ks} has no schema version row"))),
-    }
-}
-
 impl Backend for ScyllaBackend {
     fn name(&self) -> &'static str {
         "scylla"
@@ -1404,16 +1243,13 @@ impl Backend for ScyllaBackend {
     fn close(&self) -> BoxFuture<'_, Result<()>> {
         async move {
             self.closed.store(true, Ordering::Release);
-            let session = match self.session.write() {
-                Ok(mut guard) => guard.take(),
-                Err(_) => None,
-            };
-            drop(session);
+            self.cql.close();
             Ok(())
         }
         .boxed()
     }
 }
 
+mod driver;
 #[cfg(test)]
 mod tests;

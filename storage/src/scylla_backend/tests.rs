@@ -9,6 +9,10 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 
 use proptest::prelude::*;
 
@@ -115,8 +119,9 @@ fn key_columns_are_prefixed_never_empty_and_round_trip() {
     assert_eq!(key_of_col(&key_col(&k.encode())), Some(k.encode().as_slice()));
     assert_eq!(key_of_col(&[]), None);
     assert_eq!(key_of_col(&[0x01, 2]), None);
-    assert_eq!(bound_col(&Bound::Excluded(vec![3])), Some(vec![KEY_PREFIX, 3]));
-    assert_eq!(bound_col(&Bound::Unbounded), None);
+    assert_eq!(bound_to_col(&Bound::Excluded(vec![3])), Bound::Excluded(vec![KEY_PREFIX, 3]));
+    assert_eq!(bound_to_col(&Bound::Included(vec![])), Bound::Included(vec![KEY_PREFIX]));
+    assert_eq!(bound_to_col(&Bound::Unbounded), Bound::Unbounded);
 }
 
 fn arb_key() -> impl Strategy<Value = Key> {
@@ -447,7 +452,7 @@ fn lwt_results_and_unknown_outcomes_are_read_correctly() {
     let db = |e: DbError| ExecutionError::LastAttemptError(RequestAttemptError::DbError(e, String::new()));
     assert!(certainly_not_applied(&db(DbError::Overloaded)));
     let timeout = DbError::WriteTimeout {
-        consistency: Consistency::Serial,
+        consistency: ::scylla::statement::Consistency::Serial,
         received: 1,
         required: 2,
         write_type: ::scylla::errors::WriteType::Cas,
@@ -503,6 +508,441 @@ async fn store_open_with_the_feature_connects_to_the_configured_nodes() {
     assert!(err.is_retryable(), "{err:?}");
 }
 
+// ---- an in-memory model of the CQL requests: the backend's logic end to end, offline ----
+
+type MemKey = (Vec<u8>, String, Vec<u8>);
+type MemRow = (Option<Vec<u8>>, Option<i64>, Option<i64>, Option<i64>);
+type MemOutbox = (Option<Vec<u8>>, Option<i64>);
+
+/// What the next LWT batch does instead of answering normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Applies (if its conditions hold), then reports a timeout.
+    ApplyThenTimeout,
+    /// Does not apply and reports a timeout.
+    TimeoutWithoutApply,
+    /// Does not apply, another writer rewrites the batch's first row, then reports a timeout.
+    OtherWriterThenTimeout,
+}
+
+/// The CQL semantics the backend relies on: `IF NOT EXISTS`, `IF wid = ?` evaluated together for a
+/// single-partition batch, plain writes, index rows. Engine TTL is not modelled (reads filter by
+/// `expires_at_ms` anyway). Every request yields first, so concurrent commits interleave.
+#[derive(Default)]
+struct MemCql {
+    rows: std::sync::Mutex<std::collections::BTreeMap<MemKey, MemRow>>,
+    outbox: std::sync::Mutex<std::collections::BTreeMap<(i64, Vec<u8>), MemOutbox>>,
+    faults: std::sync::Mutex<std::collections::VecDeque<Fault>>,
+    lwt_batches: std::sync::atomic::AtomicUsize,
+    closed: AtomicBool,
+}
+
+#[derive(Clone)]
+struct SharedMem(Arc<MemCql>);
+
+fn blob_at(v: &[Val], i: usize) -> Vec<u8> {
+    match &v[i] {
+        Val::Blob(b) => b.clone(),
+        other => panic!("value {i}: expected a blob, got {other:?}"),
+    }
+}
+
+fn text_at(v: &[Val], i: usize) -> String {
+    match &v[i] {
+        Val::Text(t) => t.clone(),
+        other => panic!("value {i}: expected text, got {other:?}"),
+    }
+}
+
+fn bigint_at(v: &[Val], i: usize) -> Option<i64> {
+    match &v[i] {
+        Val::BigInt(n) => Some(*n),
+        Val::Null => None,
+        other => panic!("value {i}: expected a bigint, got {other:?}"),
+    }
+}
+
+fn int_at(v: &[Val], i: usize) -> i32 {
+    match &v[i] {
+        Val::Int(n) => *n,
+        other => panic!("value {i}: expected an int, got {other:?}"),
+    }
+}
+
+impl MemCql {
+    fn check_open(&self) -> CqlResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CqlError { error: StoreError::unavailable("mem closed"), unknown_outcome: false });
+        }
+        Ok(())
+    }
+
+    /// The row a statement addresses and its condition on the current state.
+    fn row_and_condition(p: &Planned) -> (MemKey, Option<Option<i64>>) {
+        let v = &p.values;
+        assert_eq!(v.len(), placeholders(&stmt_cql("ks", p.stmt)));
+        let key = |i: usize| (blob_at(v, i), text_at(v, i + 1), blob_at(v, i + 2));
+        match p.stmt {
+            // Some(None) = must be absent; Some(Some(w)) = must exist with wid w; None = no condition.
+            Stmt::InsertNew => (key(0), Some(None)),
+            Stmt::UpdateGuarded => (key(5), Some(bigint_at(v, 8))),
+            Stmt::DeleteGuarded => (key(0), Some(bigint_at(v, 3))),
+            Stmt::Touch | Stmt::Upsert | Stmt::Delete => (key(0), None),
+            Stmt::OutboxInline => ((vec![], String::new(), vec![]), None),
+        }
+    }
+
+    fn apply(&self, p: &Planned) {
+        let v = &p.values;
+        let key = |i: usize| (blob_at(v, i), text_at(v, i + 1), blob_at(v, i + 2));
+        let cols = |i: usize| (Some(blob_at(v, i)), bigint_at(v, i + 1), bigint_at(v, i + 2), bigint_at(v, i + 3));
+        let mut rows = self.rows.lock().unwrap();
+        match p.stmt {
+            Stmt::InsertNew | Stmt::Upsert => {
+                assert!(int_at(v, 7) >= 0);
+                rows.insert(key(0), cols(3));
+            }
+            Stmt::UpdateGuarded => {
+                assert!(int_at(v, 0) >= 0);
+                rows.insert(key(5), cols(1));
+            }
+            Stmt::Touch => assert!(rows.contains_key(&key(0)), "a row marker for a row the batch does not write"),
+            Stmt::DeleteGuarded | Stmt::Delete => {
+                rows.remove(&key(0));
+            }
+            Stmt::OutboxInline => {
+                assert_eq!(int_at(v, 0), OUTBOX_BUCKET);
+                let id = bigint_at(v, 1).unwrap();
+                self.outbox.lock().unwrap().insert((id, blob_at(v, 2)), (Some(blob_at(v, 3)), bigint_at(v, 4)));
+            }
+        }
+    }
+}
+
+impl Cql for SharedMem {
+    fn get<'a>(
+        &'a self,
+        pk: &'a [u8],
+        tbl: &'a str,
+        ck: &'a [u8],
+        _serial: bool,
+    ) -> BoxFuture<'a, CqlResult<Option<RawCols>>> {
+        async move {
+            tokio::task::yield_now().await;
+            self.0.check_open()?;
+            Ok(self.0.rows.lock().unwrap().get(&(pk.to_vec(), tbl.to_owned(), ck.to_vec())).cloned())
+        }
+        .boxed()
+    }
+
+    fn read_many<'a>(
+        &'a self,
+        pk: &'a [u8],
+        tbl: &'a str,
+        cks: &'a [Vec<u8>],
+    ) -> BoxFuture<'a, CqlResult<Vec<ScanCols>>> {
+        async move {
+            tokio::task::yield_now().await;
+            self.0.check_open()?;
+            assert!(cks.len() <= IN_CHUNK);
+            let rows = self.0.rows.lock().unwrap();
+            Ok(cks
+                .iter()
+                .filter_map(|ck| {
+                    let (v, version, exp, wid) = rows.get(&(pk.to_vec(), tbl.to_owned(), ck.clone()))?.clone();
+                    Some((ck.clone(), v, version, exp, wid))
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn scan<'a>(
+        &'a self,
+        pk: &'a [u8],
+        tbl: &'a str,
+        lo: &'a Bound<Vec<u8>>,
+        hi: &'a Bound<Vec<u8>>,
+        direction: Direction,
+        limit: usize,
+    ) -> BoxFuture<'a, CqlResult<Vec<ScanCols>>> {
+        async move {
+            tokio::task::yield_now().await;
+            self.0.check_open()?;
+            let rows = self.0.rows.lock().unwrap();
+            let in_range = |ck: &Vec<u8>| {
+                (match lo {
+                    Bound::Included(b) => ck >= b,
+                    Bound::Excluded(b) => ck > b,
+                    Bound::Unbounded => true,
+                }) && (match hi {
+                    Bound::Included(b) => ck <= b,
+                    Bound::Excluded(b) => ck < b,
+                    Bound::Unbounded => true,
+                })
+            };
+            let mut out: Vec<ScanCols> = rows
+                .iter()
+                .filter(|((p, t, ck), _)| p == pk && t == tbl && in_range(ck))
+                .map(|((_, _, ck), (v, version, exp, wid))| (ck.clone(), v.clone(), *version, *exp, *wid))
+                .collect();
+            if direction == Direction::Descending {
+                out.reverse();
+            }
+            out.truncate(limit);
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn batch<'a>(&'a self, lwt: bool, statements: &'a [Planned]) -> BoxFuture<'a, CqlResult<bool>> {
+        async move {
+            tokio::task::yield_now().await;
+            self.0.check_open()?;
+            let fault = if lwt { self.0.faults.lock().unwrap().pop_front() } else { None };
+            if lwt {
+                self.0.lwt_batches.fetch_add(1, Ordering::Relaxed);
+                let pks: std::collections::HashSet<Vec<u8>> =
+                    statements.iter().map(|p| MemCql::row_and_condition(p).0.0).collect();
+                assert_eq!(pks.len(), 1, "an LWT batch spans one partition");
+                assert!(statements.iter().all(|p| matches!(
+                    p.stmt,
+                    Stmt::InsertNew | Stmt::UpdateGuarded | Stmt::DeleteGuarded | Stmt::Touch
+                )));
+            } else {
+                assert!(statements.iter().all(|p| !is_conditional(p.stmt)), "no IF in a LOGGED batch");
+            }
+            if fault == Some(Fault::OtherWriterThenTimeout) {
+                let key = MemCql::row_and_condition(&statements[0]).0;
+                let other = (Some(b"other".to_vec()), Some(1), None, Some(424_242));
+                self.0.rows.lock().unwrap().insert(key, other);
+            }
+            if matches!(fault, Some(Fault::TimeoutWithoutApply | Fault::OtherWriterThenTimeout)) {
+                return Err(CqlError { error: StoreError::unavailable("mem: timeout"), unknown_outcome: true });
+            }
+            // Conditions on the state before the batch, all or nothing; the row lock stands for Paxos.
+            let applied = {
+                let rows = self.0.rows.lock().unwrap();
+                statements.iter().all(|p| match MemCql::row_and_condition(p) {
+                    (_, None) => true,
+                    (key, Some(None)) => !rows.contains_key(&key),
+                    (key, Some(Some(wid))) => rows.get(&key).is_some_and(|r| r.3 == Some(wid)),
+                })
+            };
+            if applied {
+                for p in statements {
+                    self.0.apply(p);
+                }
+            }
+            if fault == Some(Fault::ApplyThenTimeout) {
+                return Err(CqlError { error: StoreError::unavailable("mem: timeout"), unknown_outcome: true });
+            }
+            Ok(applied)
+        }
+        .boxed()
+    }
+
+    fn outbox_intent<'a>(&'a self, id: i64, home: &'a [u8], created_ms: i64) -> BoxFuture<'a, CqlResult<()>> {
+        async move {
+            tokio::task::yield_now().await;
+            self.0.check_open()?;
+            self.0.outbox.lock().unwrap().insert((id, home.to_vec()), (None, Some(created_ms)));
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn outbox_scan(&self, after: (i64, Vec<u8>), limit: usize) -> BoxFuture<'_, CqlResult<Vec<OutboxCols>>> {
+        async move {
+            tokio::task::yield_now().await;
+            self.0.check_open()?;
+            let outbox = self.0.outbox.lock().unwrap();
+            Ok(outbox
+                .range((Bound::Excluded(after), Bound::Unbounded))
+                .take(limit)
+                .map(|((id, home), (v, created))| (*id, home.clone(), v.clone(), *created))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn outbox_homes(&self, id: i64) -> BoxFuture<'_, CqlResult<Vec<Vec<u8>>>> {
+        async move {
+            self.0.check_open()?;
+            let outbox = self.0.outbox.lock().unwrap();
+            Ok(outbox.keys().filter(|(i, _)| *i == id).map(|(_, h)| h.clone()).collect())
+        }
+        .boxed()
+    }
+
+    fn outbox_delete<'a>(&'a self, id: i64, home: Option<&'a [u8]>) -> BoxFuture<'a, CqlResult<()>> {
+        async move {
+            self.0.check_open()?;
+            self.0.outbox.lock().unwrap().retain(|(i, h), _| !(*i == id && home.is_none_or(|home| home == h)));
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn delete_if_exists<'a>(&'a self, pk: &'a [u8], tbl: &'a str, ck: &'a [u8]) -> BoxFuture<'a, CqlResult<()>> {
+        async move {
+            self.0.check_open()?;
+            self.0.rows.lock().unwrap().remove(&(pk.to_vec(), tbl.to_owned(), ck.to_vec()));
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn close(&self) {
+        self.0.closed.store(true, Ordering::Release);
+    }
+}
+
+fn mem_backend() -> (Arc<MemCql>, Store, ManualClock) {
+    let mem = Arc::new(MemCql::default());
+    let clock = ManualClock::new(NOW);
+    let backend = ScyllaBackend::with_cql(Box::new(SharedMem(Arc::clone(&mem))), "mem");
+    (mem, Store::new(Arc::new(backend), Arc::new(clock.clone())), clock)
+}
+
+async fn mem_store(clock: ManualClock) -> (Store, Arc<MemCql>) {
+    let mem = Arc::new(MemCql::default());
+    let backend = ScyllaBackend::with_cql(Box::new(SharedMem(Arc::clone(&mem))), "mem");
+    (Store::new(Arc::new(backend), Arc::new(clock)), mem)
+}
+
+/// The whole conformance suite over the in-memory CQL model: plans, retries, scans and the outbox
+/// drainer end to end (not the CQL text or the driver).
+mod mem_model {
+    crate::conformance_tests!(super::mem_store);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_that_applied_is_a_success_and_is_not_applied_twice() {
+    let (mem, store, _clock) = mem_backend();
+    mem.faults.lock().unwrap().push_back(Fault::ApplyThenTimeout);
+    let mut b = WriteBatch::new();
+    b.put("t", &Key::from("p"), &Key::from("k"), b"v".to_vec());
+    b.append_outbox("topic", b"once".to_vec());
+    let results = store.commit(b).await.unwrap();
+    assert_eq!(results[0], 1);
+    assert_eq!(mem.lwt_batches.load(Ordering::Relaxed), 1, "resolved by the serial read, not retried");
+    assert_eq!(store.get("t", &Key::from("p"), &Key::from("k")).await.unwrap().unwrap().version, 1);
+    let pending = store.pending_outbox(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, results[1]);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_that_did_not_apply_is_retried() {
+    let (mem, store, _clock) = mem_backend();
+    mem.faults.lock().unwrap().push_back(Fault::TimeoutWithoutApply);
+    let mut b = WriteBatch::new();
+    b.put_with("t", &Key::from("p"), &Key::from("k"), b"v".to_vec(), None, Condition::Absent);
+    b.append_outbox("topic", b"once".to_vec());
+    let results = store.commit(b).await.unwrap();
+    assert_eq!(results[0], 1);
+    assert_eq!(mem.lwt_batches.load(Ordering::Relaxed), 2);
+    let pending = store.pending_outbox(10).await.unwrap();
+    assert_eq!(pending.len(), 1, "the first attempt's intent was dropped: {pending:?}");
+    assert_eq!(pending[0].id, results[1]);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_on_a_row_changed_since_is_unavailable() {
+    let (mem, store, _clock) = mem_backend();
+    store.put("t", &Key::from("p"), &Key::from("k"), b"v1".to_vec()).await.unwrap();
+    mem.faults.lock().unwrap().push_back(Fault::OtherWriterThenTimeout);
+    let mut b = WriteBatch::new();
+    b.put("t", &Key::from("p"), &Key::from("k"), b"v2".to_vec());
+    b.append_outbox("topic", b"maybe".to_vec());
+    let result = store.commit(b).await;
+    let err = result.unwrap_err();
+    assert!(err.is_retryable() && err.to_string().contains("outcome unknown"), "{err}");
+    assert_eq!(mem.lwt_batches.load(Ordering::Relaxed), 2, "not retried blindly");
+    assert_eq!(mem.outbox.lock().unwrap().len(), 1, "the intent stays for the drainer to resolve");
+}
+
+#[tokio::test]
+async fn an_intent_without_its_row_holds_the_drainer_until_the_grace_period_then_is_dropped() {
+    let (mem, store, clock) = mem_backend();
+    let mut first = WriteBatch::new();
+    first.put("t", &Key::from("a"), &Key::empty(), b"1".to_vec());
+    first.append_outbox("topic", b"first".to_vec());
+    store.commit(first).await.unwrap();
+    // An inline entry (a multi-partition batch).
+    let mut later = WriteBatch::new();
+    later.put("t", &Key::from("x"), &Key::empty(), b"1".to_vec());
+    later.put("t", &Key::from("y"), &Key::empty(), b"1".to_vec());
+    later.append_outbox("topic", b"later".to_vec());
+    store.commit(later).await.unwrap();
+    // Between the two: a committer that wrote its intent and died before its LWT.
+    let orphan_home = key_col(&Key::from("dead").encode());
+    let later_id = mem.outbox.lock().unwrap().keys().map(|(id, _)| *id).max().unwrap();
+    mem.outbox.lock().unwrap().insert((later_id - 1, orphan_home.clone()), (None, Some(to_i64(NOW))));
+    let payloads = |entries: Vec<crate::OutboxEntry>| entries.into_iter().map(|e| e.payload).collect::<Vec<_>>();
+    assert_eq!(payloads(store.pending_outbox(10).await.unwrap()), vec![b"first".to_vec()], "held at the intent");
+    clock.advance(Duration::from_millis(OUTBOX_GRACE_MS));
+    assert_eq!(payloads(store.pending_outbox(10).await.unwrap()), vec![b"first".to_vec(), b"later".to_vec()]);
+    assert!(!mem.outbox.lock().unwrap().contains_key(&(later_id - 1, orphan_home)), "the dead intent was dropped");
+}
+
+#[tokio::test]
+async fn multi_partition_batches_are_logged_when_unconditional_and_refused_otherwise() {
+    let (mem, store, _clock) = mem_backend();
+    store.put("t", &Key::from("b"), &Key::empty(), b"old".to_vec()).await.unwrap();
+    let mut b = WriteBatch::new();
+    b.put("t", &Key::from("a"), &Key::empty(), b"1".to_vec());
+    b.put("t", &Key::from("b"), &Key::empty(), b"2".to_vec());
+    b.append_outbox("topic", b"both".to_vec());
+    let batches_before = mem.lwt_batches.load(Ordering::Relaxed);
+    let results = store.commit(b).await.unwrap();
+    assert_eq!(mem.lwt_batches.load(Ordering::Relaxed), batches_before, "one LOGGED batch, no LWT");
+    assert_eq!(&results[..2], &[1, 2]);
+    let pending = store.pending_outbox(10).await.unwrap();
+    assert_eq!((pending.len(), pending[0].id), (1, results[2]));
+    store.ack_outbox(&[pending[0].id]).await.unwrap();
+    assert!(store.pending_outbox(10).await.unwrap().is_empty());
+    assert!(mem.outbox.lock().unwrap().is_empty());
+
+    let mut c = WriteBatch::new();
+    c.put_with("t", &Key::from("a"), &Key::empty(), b"x".to_vec(), None, Condition::Version(1));
+    c.put("t", &Key::from("c"), &Key::empty(), b"x".to_vec());
+    assert!(matches!(store.commit(c).await, Err(StoreError::BadConfig { .. })));
+    assert!(store.get("t", &Key::from("c"), &Key::empty()).await.unwrap().is_none(), "nothing written");
+}
+
+#[tokio::test]
+async fn acknowledging_removes_the_colocated_rows_too() {
+    let (mem, store, _clock) = mem_backend();
+    let mut b = WriteBatch::new();
+    b.put("t", &Key::from("a"), &Key::empty(), b"1".to_vec());
+    b.append_outbox("topic", b"x".to_vec());
+    b.append_outbox("topic", b"y".to_vec());
+    store.commit(b).await.unwrap();
+    let home_rows = || mem.rows.lock().unwrap().keys().filter(|(_, t, _)| t == OUTBOX_HOME_TABLE).count();
+    assert_eq!(home_rows(), 2);
+    let pending = store.pending_outbox(1).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    store.ack_outbox(&[pending[0].id]).await.unwrap();
+    assert_eq!(home_rows(), 1);
+    let rest = store.pending_outbox(10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(rest[0].id > pending[0].id);
+    assert_eq!(rest[0].payload, b"y");
+}
+
+#[tokio::test]
+async fn a_closed_backend_is_unavailable() {
+    let (_mem, store, _clock) = mem_backend();
+    store.close().await.unwrap();
+    assert!(matches!(store.get("t", &Key::from("a"), &Key::empty()).await, Err(StoreError::Unavailable { .. })));
+    assert!(matches!(
+        store.put("t", &Key::from("a"), &Key::empty(), vec![]).await,
+        Err(StoreError::Unavailable { .. })
+    ));
+}
+
 // ---- the conformance suite against a real server (SCYLLA_URI) ----
 
 /// Variables naming the test cluster, `host:port[,host:port…][/keyspace]`: `TROUPE_TEST_SCYLLA_URI`, else
@@ -526,7 +966,9 @@ impl Drop for KeyspaceGuard {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
             rt.block_on(async move {
-                if let Ok(session) = SessionBuilder::new().known_nodes(&nodes).build().await {
+                if let Ok(session) =
+                    ::scylla::client::session_builder::SessionBuilder::new().known_nodes(&nodes).build().await
+                {
                     let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await;
                 }
             });

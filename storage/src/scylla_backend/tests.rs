@@ -1,8 +1,11 @@
-//! Offline unit tests of the ScyllaDB backend's pure parts (URI, CQL text, keys, TTL, batch shapes, the
-//! commit planner, row mapping), and the conformance suite against a real server when
-//! `TROUPE_TEST_SCYLLA_URI` (or `SCYLLA_URI`) is set (`host:port[,host:port…][/keyspace]`; each test gets its
-//! own keyspace `<keyspace>_t<random>`, dropped afterwards). Without it the conformance tests print why they
-//! skip; with it, an unreachable server fails them.
+//! Tests of the ScyllaDB backend, in three layers:
+//! - offline unit tests of the pure parts (URI, CQL text, keys, TTL, batch shapes, the commit planner,
+//!   row mapping, error mapping);
+//! - offline end-to-end tests of the backend's logic over `MemCql`, an in-memory model of the CQL requests
+//!   (the whole conformance suite, injected unknown outcomes, the outbox drainer's grace period);
+//! - the conformance suite against a real cluster when `TROUPE_TEST_SCYLLA_URI` (or `SCYLLA_URI`) is set
+//!   (`host:port[,host:port…][/keyspace]`; each test gets its own keyspace `<keyspace>_t<random>`, dropped
+//!   afterwards). Without it those tests print why they skip; with it, an unreachable server fails them.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 #![allow(clippy::print_stderr, reason = "tests explain why they skip")]
 

@@ -178,8 +178,11 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
     assert!(errors[0].contains("cannot open the store") && errors[0].contains("in use"), "{stderr}");
 }
 
+/// A binary built without the `scylla` cargo feature refuses `store.backend = "scylla"` at start, naming the
+/// setting and the missing feature.
+#[cfg(not(feature = "scylla"))]
 #[test]
-fn backends_not_built_yet_are_a_clear_error() {
+fn backends_not_in_this_build_are_a_clear_error() {
     let data = TempDir::new("scylla");
     let out = command()
         .args(["run", "--http-addr", "127.0.0.1:0", "--data-dir"])
@@ -189,5 +192,23 @@ fn backends_not_built_yet_are_a_clear_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("store.backend"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("store.backend") && stderr.contains("without the `scylla` cargo feature"), "{stderr}");
+}
+
+/// With the `scylla` feature, an unreachable cluster fails the start with the store error.
+#[cfg(feature = "scylla")]
+#[test]
+fn backends_not_reachable_fail_the_start() {
+    let data = TempDir::new("scylla");
+    let out = command()
+        .args(["run", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("TROUPE_STORE_BACKEND", "scylla")
+        .env("TROUPE_STORE_URL", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open the store") && stderr.contains("scylla"), "{stderr}");
 }

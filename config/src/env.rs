@@ -22,6 +22,13 @@ pub const PREFIX: &str = "TROUPE_";
 /// Path of the config file, used by the binary when `--config` is absent.
 pub const CONFIG_FILE_VAR: &str = "TROUPE_CONFIG";
 
+/// ScyllaDB cluster for the storage tests (`host:port[,host:port…][/keyspace]`); unset = those tests skip.
+/// The storage tests also accept [`SCYLLA_URI_ALIAS`] (the ScyllaDB driver examples' name).
+pub const SCYLLA_URI_VAR: &str = "TROUPE_TEST_SCYLLA_URI";
+
+/// Alias of [`SCYLLA_URI_VAR`] read by the storage tests when that is unset (not a `TROUPE_*` variable).
+pub const SCYLLA_URI_ALIAS: &str = "SCYLLA_URI";
+
 /// When `1`, tests that need PostgreSQL/RabbitMQ fail instead of skipping.
 pub const REQUIRE_SERVICES_VAR: &str = "TROUPE_REQUIRE_SERVICES";
 
@@ -45,6 +52,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         name: "TROUPE_TEST_POSTGRES_URL",
         key: None,
         description: "Test harness: PostgreSQL URL for storage tests (default postgres://root@127.0.0.1:5432/test).",
+    },
+    EnvVar {
+        name: SCYLLA_URI_VAR,
+        key: None,
+        description: "Test harness: ScyllaDB host:port[,host:port…][/keyspace] for the storage tests with the \
+                      scylla feature (or SCYLLA_URI); unset = skipped.",
     },
     config("TROUPE_NODE_NAME", "node.name", "Node name ([a-z0-9][a-z0-9._-]{0,62})."),
     config("TROUPE_DATA_DIR", "node.data_dir", "Directory for the embedded store and other node state."),

@@ -6,7 +6,7 @@
 //! Layout: [`Store`] (`store.rs`) is the handle callers use; it builds events, snapshots, leases and the
 //! outbox on the three primitives of the object-safe [`Backend`] trait (`get`, `scan`, atomic `commit` of
 //! a [`WriteBatch`]). Backends: fjall (`fjall_backend.rs`, embedded, default, group commit), PostgreSQL
-//! (`postgres_backend.rs`, shared); ScyllaDB (cargo feature `scylla`) comes next. Keys are tuples
+//! (`postgres_backend.rs`, shared), ScyllaDB (`scylla_backend.rs`, cargo feature `scylla`, scale-out). Keys are tuples
 //! ([`Key`]) in an order-preserving byte encoding (`key.rs`); time comes from an injectable [`Clock`]. `conformance.rs` (cargo feature
 //! `conformance`, always in this crate's tests) is the suite every backend must pass.
 //!
@@ -25,6 +25,8 @@ mod fjall_backend;
 mod key;
 mod model;
 mod postgres_backend;
+#[cfg(feature = "scylla")]
+mod scylla_backend;
 mod store;
 pub mod typed;
 
@@ -38,6 +40,12 @@ pub use model::{
     Scan, WriteBatch,
 };
 pub use postgres_backend::{PostgresBackend, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
+#[cfg(feature = "scylla")]
+pub use scylla_backend::{
+    BatchShape as ScyllaBatchShape, DEFAULT_KEYSPACE as SCYLLA_DEFAULT_KEYSPACE,
+    SCHEMA_VERSION as SCYLLA_SCHEMA_VERSION, ScyllaBackend, ScyllaTarget, classify as scylla_batch_shape,
+    parse_uri as parse_scylla_uri,
+};
 pub use store::{Event, Lease, OutboxEntry, Snapshot, Store, check_table};
 
 #[cfg(test)]

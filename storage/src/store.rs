@@ -92,10 +92,26 @@ impl Store {
                 let backend = crate::postgres_backend::PostgresBackend::open(url.expose()).await?;
                 Ok(Self::new(Arc::new(backend), Arc::new(SystemClock)))
             }
-            StoreBackend::Scylla => Err(StoreError::bad_config(format!(
-                "store.backend = {:?} is not available in this build yet",
-                config.backend
-            ))),
+            #[cfg(feature = "scylla")]
+            StoreBackend::Scylla => {
+                let nodes: Vec<String> = config.scylla_nodes().iter().map(ToString::to_string).collect();
+                if nodes.is_empty() {
+                    return Err(StoreError::bad_config(
+                        "store.backend = \"scylla\" needs store.url (a host:port list)",
+                    ));
+                }
+                let target = crate::scylla_backend::ScyllaTarget {
+                    nodes,
+                    keyspace: crate::scylla_backend::DEFAULT_KEYSPACE.to_owned(),
+                };
+                let backend = crate::scylla_backend::ScyllaBackend::open_target(&target).await?;
+                Ok(Self::new(Arc::new(backend), Arc::new(SystemClock)))
+            }
+            #[cfg(not(feature = "scylla"))]
+            StoreBackend::Scylla => Err(StoreError::bad_config(
+                "store.backend = \"scylla\" is not available: this binary was built without the `scylla` cargo \
+                 feature (rebuild with `--features scylla`)",
+            )),
         }
     }
 

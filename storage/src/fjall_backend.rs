@@ -212,6 +212,8 @@ struct Request {
 enum Command {
     Write(Request),
     Close(oneshot::Sender<()>),
+    /// From the committer: a group is durable, hand over the next one.
+    Wake,
 }
 
 /// The fjall backend. See the module doc.
@@ -231,7 +233,11 @@ impl FjallBackend {
         let shared = Arc::new(shared);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer::new(Arc::clone(&shared), next_outbox);
-        std::thread::Builder::new().name("troupe-store-writer".to_owned()).spawn(move || writer.run(rx)).map_err(io)?;
+        let wake = tx.downgrade();
+        std::thread::Builder::new()
+            .name("troupe-store-writer".to_owned())
+            .spawn(move || writer.run(rx, wake))
+            .map_err(io)?;
         tracing::info!(path = %path.display(), format = FORMAT_VERSION, "fjall store open");
         Ok(Self { shared: Mutex::new(Some(shared)), tx, path })
     }
@@ -301,13 +307,15 @@ fn open_blocking(path: &Path) -> Result<(Shared, u64)> {
         }
         Err(e) => return Err(StoreError::bad_config(format!("{}: {e}", format_path.display()))),
     };
+    if fresh {
+        // FORMAT goes first: a process killed between the two steps leaves FORMAT and no data, which
+        // the next open completes; the other order would leave data that looks foreign.
+        write_format(&format_path, &expected)?;
+    }
     let db = Database::builder(&db_path).open().map_err(|e| match e {
         fjall::Error::Locked => StoreError::Locked { path: path.to_owned() },
         e => io(e),
     })?;
-    if fresh {
-        write_format(&format_path, &expected)?;
-    }
     let shared =
         Shared { db, tables: Mutex::new(HashMap::new()), groups: AtomicU64::new(0), requests: AtomicU64::new(0) };
     let meta = shared.keyspace(META_TABLE)?;
@@ -325,19 +333,78 @@ fn open_blocking(path: &Path) -> Result<(Shared, u64)> {
     Ok((shared, next_outbox))
 }
 
+/// Writes FORMAT atomically: a temporary file, fsynced, renamed over, then the directory fsynced — a
+/// crash leaves either no FORMAT or a complete one.
 fn write_format(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write as _;
-    let mut f = std::fs::File::create(path).map_err(|e| StoreError::bad_config(format!("{}: {e}", path.display())))?;
-    f.write_all(contents.as_bytes()).and_then(|()| f.sync_all()).map_err(io)
+    let fail = |e: std::io::Error| StoreError::bad_config(format!("{}: {e}", path.display()));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(contents.as_bytes()).and_then(|()| f.sync_all()).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)?;
+    }
+    Ok(())
 }
 
-/// The writer thread's state.
+/// The writer thread's state (the stager: checks conditions and builds groups; the committer thread
+/// makes them durable).
 struct Writer {
     shared: Arc<Shared>,
     next_outbox: u64,
     /// Table name → index into `keyspaces` (the writer's own cache: no lock, no string key per row).
     table_ids: HashMap<String, u32>,
     keyspaces: Vec<Keyspace>,
+    /// Groups handed to the committer and not yet known to be applied, oldest first: staging reads
+    /// through them, because fjall does not show a group until its commit returns.
+    in_flight: std::collections::VecDeque<(u64, Arc<Overlay>)>,
+    /// Sequence number of the next group.
+    next_seq: u64,
+    /// Highest sequence number the committer has applied (or failed).
+    done: Arc<AtomicU64>,
+    /// Set by the committer after a failed commit: the groups staged on top of it are failed too, and
+    /// the store stays unavailable (fjall's journal is in an unknown state) until it is reopened.
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Where a write request's outcome goes.
+type Reply = oneshot::Sender<Result<Vec<u64>>>;
+
+/// The group being staged.
+struct Open {
+    overlay: Overlay,
+    accepted: Vec<(Reply, Vec<u64>)>,
+    /// Refused requests are answered after the group is written, so a loser that re-reads at once sees
+    /// the winner's write instead of conflicting again on the old state.
+    refused: Vec<(Reply, StoreError)>,
+    requests: usize,
+    bytes: usize,
+    outbox_before: u64,
+}
+
+impl Open {
+    fn new(outbox_before: u64) -> Self {
+        Self {
+            overlay: Overlay::new(),
+            accepted: Vec::new(),
+            refused: Vec::new(),
+            requests: 0,
+            bytes: 0,
+            outbox_before,
+        }
+    }
+}
+
+/// A staged group on its way to the committer.
+struct Staged {
+    seq: u64,
+    overlay: Arc<Overlay>,
+    /// The outbox counter to persist with this group, if it moved.
+    next_outbox: Option<u64>,
+    keyspaces: Vec<Keyspace>,
+    accepted: Vec<(Reply, Vec<u64>)>,
+    refused: Vec<(Reply, StoreError)>,
 }
 
 /// What the writer found at a row it is about to write.
@@ -355,45 +422,151 @@ type Overlay = BTreeMap<GroupKey, Option<Vec<u8>>>;
 
 impl Writer {
     fn new(shared: Arc<Shared>, next_outbox: u64) -> Self {
-        Self { shared, next_outbox, table_ids: HashMap::new(), keyspaces: Vec::new() }
+        Self {
+            shared,
+            next_outbox,
+            table_ids: HashMap::new(),
+            keyspaces: Vec::new(),
+            in_flight: std::collections::VecDeque::new(),
+            next_seq: 1,
+            done: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut group = Vec::with_capacity(64);
+    fn run(mut self, mut rx: mpsc::Receiver<Command>, wake: mpsc::WeakSender<Command>) {
+        // One group is staged while the previous one is being made durable (its fsync is most of its
+        // time): a channel of one keeps at most one group waiting behind the one committing.
+        let (to_committer, from_stager) = std::sync::mpsc::sync_channel::<Staged>(1);
+        let committer = {
+            let (shared, done, failed) = (Arc::clone(&self.shared), Arc::clone(&self.done), Arc::clone(&self.failed));
+            std::thread::Builder::new()
+                .name("troupe-store-commit".to_owned())
+                .spawn(move || commit_loop(&shared, &done, &failed, &from_stager, &wake))
+        };
+        let close = match committer {
+            Ok(handle) => {
+                let close = self.run_stager(&mut rx, &to_committer);
+                drop(to_committer);
+                let _ = handle.join();
+                close
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the fjall committer thread; the store is unavailable");
+                self.failed.store(true, Ordering::Release);
+                drop(to_committer);
+                self.run_stager(&mut rx, &std::sync::mpsc::sync_channel::<Staged>(1).0)
+            }
+        };
+        // Both threads' handles on the database are gone before `close` hears back.
+        drop(self);
+        if let Some(done) = close {
+            let _ = done.send(());
+        }
+    }
+
+    /// Stages requests into the open group as they arrive and hands the group to the committer as soon as
+    /// it is idle, so staging (CPU) overlaps the previous group's fsync and a group holds everything that
+    /// arrived while the previous one was being made durable. Returns the close request's reply, if one
+    /// came.
+    fn run_stager(
+        &mut self,
+        rx: &mut mpsc::Receiver<Command>,
+        to_committer: &std::sync::mpsc::SyncSender<Staged>,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut open = Open::new(self.next_outbox);
         while let Some(cmd) = rx.blocking_recv() {
             let mut close = None;
-            let mut bytes = 0;
-            match cmd {
-                Command::Write(r) => {
-                    bytes += r.batch.payload_bytes();
-                    group.push(r);
-                }
-                Command::Close(done) => close = Some(done),
-            }
-            while close.is_none() && group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(Command::Write(r)) => {
-                        bytes += r.batch.payload_bytes();
-                        group.push(r);
+            let mut next = Some(cmd);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Write(r) => {
+                        self.stage_into(&mut open, r);
+                        if open.requests >= MAX_GROUP || open.bytes >= MAX_GROUP_BYTES {
+                            // Full: wait for the committer to take it (back-pressure on writers).
+                            self.hand_over(&mut open, to_committer);
+                        }
                     }
-                    Ok(Command::Close(done)) => close = Some(done),
-                    Err(_) => break,
+                    Command::Close(done) => {
+                        close = Some(done);
+                        break;
+                    }
+                    Command::Wake => {}
                 }
+                next = rx.try_recv().ok();
             }
-            if !group.is_empty() {
-                self.commit_group(std::mem::take(&mut group));
+            if open.requests > 0 && (close.is_some() || self.committer_idle()) {
+                self.hand_over(&mut open, to_committer);
             }
             if let Some(done) = close {
                 rx.close();
-                // Fail whatever is still queued, then drop our handle on the database.
+                // Fail whatever is still queued; `run` lets the committer finish what it has.
                 while let Ok(cmd) = rx.try_recv() {
                     if let Command::Write(r) = cmd {
                         let _ = r.reply.send(Err(StoreError::unavailable("fjall store is closed")));
                     }
                 }
-                drop(self);
-                let _ = done.send(());
-                return;
+                return Some(done);
+            }
+        }
+        if open.requests > 0 {
+            self.hand_over(&mut open, to_committer);
+        }
+        None
+    }
+
+    fn committer_idle(&self) -> bool {
+        self.done.load(Ordering::Acquire) + 1 >= self.next_seq
+    }
+
+    /// Stages one request into the open group (answering it at once if the store already failed).
+    fn stage_into(&mut self, open: &mut Open, req: Request) {
+        // Groups the committer has applied are visible in fjall now: stop reading through them.
+        let done = self.done.load(Ordering::Acquire);
+        while self.in_flight.front().is_some_and(|(seq, _)| *seq <= done) {
+            self.in_flight.pop_front();
+        }
+        if self.failed.load(Ordering::Acquire) {
+            let _ = req.reply.send(Err(StoreError::unavailable("fjall store failed a commit; reopen it")));
+            return;
+        }
+        open.requests += 1;
+        open.bytes += req.batch.payload_bytes();
+        match self.stage(req.batch, req.now_ms, &open.overlay) {
+            Ok((local, results, next_outbox)) => {
+                open.overlay.extend(local);
+                self.next_outbox = next_outbox;
+                open.accepted.push((req.reply, results));
+            }
+            Err(e) => open.refused.push((req.reply, e)),
+        }
+    }
+
+    /// Sends the open group to the committer (blocking while it still holds an earlier one).
+    fn hand_over(&mut self, open: &mut Open, to_committer: &std::sync::mpsc::SyncSender<Staged>) {
+        let group = std::mem::replace(open, Open::new(self.next_outbox));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let overlay = Arc::new(group.overlay);
+        if !group.accepted.is_empty() {
+            self.in_flight.push_back((seq, Arc::clone(&overlay)));
+        }
+        let next_outbox = (self.next_outbox != group.outbox_before).then_some(self.next_outbox);
+        let staged = Staged {
+            seq,
+            overlay,
+            next_outbox,
+            keyspaces: self.keyspaces.clone(),
+            accepted: group.accepted,
+            refused: group.refused,
+        };
+        if let Err(std::sync::mpsc::SendError(staged)) = to_committer.send(staged) {
+            self.failed.store(true, Ordering::Release);
+            for (reply, _) in staged.accepted {
+                let _ = reply.send(Err(StoreError::unavailable("fjall committer stopped")));
+            }
+            for (reply, e) in staged.refused {
+                let _ = reply.send(Err(e));
             }
         }
     }
@@ -407,60 +580,6 @@ impl Writer {
         self.keyspaces.push(ks);
         self.table_ids.insert(table.to_owned(), id);
         Ok(id)
-    }
-
-    fn commit_group(&mut self, group: Vec<Request>) {
-        let mut overlay = Overlay::new();
-        let mut accepted = Vec::with_capacity(group.len());
-        // Refused requests are answered after the group is written, so a loser that re-reads at once sees
-        // the winner's write instead of conflicting again on the old state.
-        let mut refused = Vec::new();
-        let outbox_before = self.next_outbox;
-        for req in group {
-            match self.stage(req.batch, req.now_ms, &overlay) {
-                Ok((local, results, next_outbox)) => {
-                    overlay.extend(local);
-                    self.next_outbox = next_outbox;
-                    accepted.push((req.reply, results));
-                }
-                Err(e) => refused.push((req.reply, e)),
-            }
-        }
-        let outcome = if accepted.is_empty() { Ok(()) } else { self.write(overlay, outbox_before) };
-        if outcome.is_ok() && !accepted.is_empty() {
-            self.shared.groups.fetch_add(1, Ordering::Relaxed);
-            self.shared.requests.fetch_add(accepted.len() as u64, Ordering::Relaxed);
-        }
-        for (reply, results) in accepted {
-            let _ = reply.send(match &outcome {
-                Ok(()) => Ok(results),
-                Err(e) => Err(StoreError::unavailable(e)),
-            });
-        }
-        for (reply, e) in refused {
-            let _ = reply.send(Err(e));
-        }
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "fjall group commit failed; the store is unavailable");
-            self.next_outbox = outbox_before;
-        }
-    }
-
-    fn write(&mut self, overlay: Overlay, outbox_before: u64) -> Result<(), String> {
-        let mut batch = self.shared.db.batch().durability(Some(PersistMode::SyncAll));
-        for ((table, key), value) in overlay {
-            let ks = self.keyspaces.get(table as usize).ok_or("unknown table id")?;
-            match value {
-                Some(v) => batch.insert(ks, key, v),
-                None => batch.remove(ks, key),
-            }
-        }
-        if self.next_outbox != outbox_before {
-            let meta = self.table_id(META_TABLE).map_err(|e| e.to_string())?;
-            let ks = self.keyspaces.get(meta as usize).ok_or("unknown table id")?;
-            batch.insert(ks, OUTBOX_NEXT_KEY, self.next_outbox.to_be_bytes().to_vec());
-        }
-        batch.commit().map_err(|e| format!("fjall commit: {e}"))
     }
 
     /// Checks one request's conditions and computes its writes, without touching the store.
@@ -529,7 +648,11 @@ impl Writer {
                     };
                     Ok(Found { version, live, holds })
                 };
-                match local.get(&gk).or_else(|| overlay.get(&gk)) {
+                let pending = local
+                    .get(&gk)
+                    .or_else(|| overlay.get(&gk))
+                    .or_else(|| self.in_flight.iter().rev().find_map(|(_, o)| o.get(&gk)));
+                match pending {
                     Some(v) => check(v.as_deref())?,
                     None => {
                         let ks = self.keyspaces.get(tid as usize).ok_or_else(|| io("unknown table id"))?;
@@ -564,6 +687,64 @@ impl Writer {
         }
         Ok((local, results, next_outbox))
     }
+}
+
+/// The committer thread: makes staged groups durable in order, then answers their writers.
+fn commit_loop(
+    shared: &Shared,
+    done: &AtomicU64,
+    failed: &std::sync::atomic::AtomicBool,
+    from_stager: &std::sync::mpsc::Receiver<Staged>,
+    wake: &mpsc::WeakSender<Command>,
+) {
+    while let Ok(staged) = from_stager.recv() {
+        let outcome = if failed.load(Ordering::Acquire) {
+            Err("an earlier group commit failed".to_owned())
+        } else if staged.accepted.is_empty() {
+            Ok(())
+        } else {
+            write_group(shared, &staged)
+        };
+        if outcome.is_err() {
+            failed.store(true, Ordering::Release);
+        } else if !staged.accepted.is_empty() {
+            shared.groups.fetch_add(1, Ordering::Relaxed);
+            shared.requests.fetch_add(staged.accepted.len() as u64, Ordering::Relaxed);
+        }
+        done.store(staged.seq, Ordering::Release);
+        // Wake the stager if it waits with an open group (a full queue wakes it anyway).
+        if let Some(tx) = wake.upgrade() {
+            let _ = tx.try_send(Command::Wake);
+        }
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "fjall group commit failed; the store is unavailable until reopened");
+        }
+        for (reply, results) in staged.accepted {
+            let _ = reply.send(match &outcome {
+                Ok(()) => Ok(results),
+                Err(e) => Err(StoreError::unavailable(e.clone())),
+            });
+        }
+        for (reply, e) in staged.refused {
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
+fn write_group(shared: &Shared, staged: &Staged) -> Result<(), String> {
+    let mut batch = shared.db.batch().durability(Some(PersistMode::SyncAll));
+    for ((table, key), value) in staged.overlay.iter() {
+        let ks = staged.keyspaces.get(*table as usize).ok_or("unknown table id")?;
+        match value {
+            Some(v) => batch.insert(ks, key.as_slice(), v.as_slice()),
+            None => batch.remove(ks, key.as_slice()),
+        }
+    }
+    if let Some(next) = staged.next_outbox {
+        let meta = shared.keyspace(META_TABLE).map_err(|e| e.to_string())?;
+        batch.insert(&meta, OUTBOX_NEXT_KEY, next.to_be_bytes().to_vec());
+    }
+    batch.commit().map_err(|e| format!("fjall commit: {e}"))
 }
 
 impl Backend for FjallBackend {

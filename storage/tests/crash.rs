@@ -9,6 +9,13 @@
 //! acknowledged outbox entry is present, and the store opened without repair.
 //!
 //! `harness = false`: `main` is the parent, or the child when called with `--child`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test harness: failures are panics, results are printed"
+)]
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};

@@ -7,8 +7,10 @@
 //! earlier requests in the same group, merges the accepted ones into one fjall batch and commits it with
 //! `PersistMode::SyncAll`, then answers them all. One fsync is shared by every writer in the group, and a
 //! write is acknowledged only once it is on disk (fjall makes a batch visible after its persist).
-//! Reads run on tokio's blocking pool. Expired rows are hidden on read; they are removed only when
-//! overwritten or deleted (TTL compaction is future work).
+//! Reads run on tokio's blocking pool. Expired rows are hidden on read at once, and removed from disk by
+//! a compaction filter (`TtlFilter`) when fjall next compacts the table that holds them; "now" for the
+//! filter is the latest clock reading the backend has been given, so a test's manual clock governs
+//! removal too. A removed row's version starts again at 1 when it is written anew, as after a delete.
 //!
 //! Layout of the directory: `FORMAT` (this backend's format version, checked at open) and `fjall/`.
 //! fjall holds an exclusive file lock on `fjall/`, so a second open (another process or this one) fails
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
+use lsm_tree::compaction::filter::{CompactionFilter, Context, Factory, ItemAccessor, Verdict};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::Backend;
@@ -106,6 +109,8 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 
 struct Shared {
     db: Database,
+    /// The latest `now_ms` any call brought (the TTL compaction filter's clock).
+    now_hint: Arc<AtomicU64>,
     tables: Mutex<HashMap<String, Keyspace>>,
     groups: AtomicU64,
     requests: AtomicU64,
@@ -134,7 +139,12 @@ impl Shared {
         Ok(ks)
     }
 
+    fn observe(&self, now_ms: u64) {
+        self.now_hint.fetch_max(now_ms, Ordering::AcqRel);
+    }
+
     fn get(&self, table: &str, pk: &Key, ck: &Key, now_ms: u64) -> Result<Option<Row>> {
+        self.observe(now_ms);
         let ks = self.keyspace(table)?;
         let Some(bytes) = ks.get(row_key(pk, ck)).map_err(io)? else { return Ok(None) };
         let stored = Stored::decode(&bytes).map_err(|r| corrupt(table, pk, ck, r))?;
@@ -147,6 +157,7 @@ impl Shared {
     }
 
     fn scan(&self, table: &str, pk: &Key, scan: &Scan, now_ms: u64) -> Result<Page> {
+        self.observe(now_ms);
         let ks = self.keyspace(table)?;
         let prefix = partition_prefix(pk);
         let with_prefix = |b: &[u8]| {
@@ -262,6 +273,20 @@ impl FjallBackend {
             .unwrap_or_default()
     }
 
+    /// Flushes `table`'s memtable and compacts it fully (tests: TTL removal without waiting for fjall).
+    #[cfg(test)]
+    fn compact_now(&self, table: &str) -> Result<()> {
+        let ks = self.shared()?.keyspace(table)?;
+        ks.rotate_memtable_and_wait().map_err(io)?;
+        ks.major_compact().map_err(io)
+    }
+
+    /// Whether `table` holds any bytes under the raw key of (pk, ck), expired or not.
+    #[cfg(test)]
+    fn raw_contains(&self, table: &str, pk: &Key, ck: &Key) -> Result<bool> {
+        self.shared()?.keyspace(table)?.contains_key(row_key(pk, ck)).map_err(io)
+    }
+
     #[cfg(test)]
     fn raw_insert(&self, table: &str, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         self.shared()?.keyspace(table)?.insert(key, value).map_err(io)
@@ -312,12 +337,24 @@ fn open_blocking(path: &Path) -> Result<(Shared, u64)> {
         // the next open completes; the other order would leave data that looks foreign.
         write_format(&format_path, &expected)?;
     }
-    let db = Database::builder(&db_path).open().map_err(|e| match e {
-        fjall::Error::Locked => StoreError::Locked { path: path.to_owned() },
-        e => io(e),
-    })?;
-    let shared =
-        Shared { db, tables: Mutex::new(HashMap::new()), groups: AtomicU64::new(0), requests: AtomicU64::new(0) };
+    let now_hint = Arc::new(AtomicU64::new(0));
+    let ttl = Arc::clone(&now_hint);
+    let db = Database::builder(&db_path)
+        .with_compaction_filter_factories(Arc::new(move |keyspace: &str| {
+            (keyspace != META_TABLE).then(|| Arc::new(TtlFilterFactory { now: Arc::clone(&ttl) }) as Arc<dyn Factory>)
+        }))
+        .open()
+        .map_err(|e| match e {
+            fjall::Error::Locked => StoreError::Locked { path: path.to_owned() },
+            e => io(e),
+        })?;
+    let shared = Shared {
+        db,
+        now_hint,
+        tables: Mutex::new(HashMap::new()),
+        groups: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+    };
     let meta = shared.keyspace(META_TABLE)?;
     let next_outbox = match meta.get(OUTBOX_NEXT_KEY).map_err(io)? {
         None => 1,
@@ -331,6 +368,40 @@ fn open_blocking(path: &Path) -> Result<(Shared, u64)> {
         }
     };
     Ok((shared, next_outbox))
+}
+
+/// Makes [`TtlFilter`]s for one keyspace's compactions.
+struct TtlFilterFactory {
+    now: Arc<AtomicU64>,
+}
+
+impl Factory for TtlFilterFactory {
+    fn name(&self) -> &str {
+        "troupe-ttl"
+    }
+
+    fn make_filter(&self, _ctx: &Context) -> Box<dyn CompactionFilter> {
+        Box::new(TtlFilter { now_ms: self.now.load(Ordering::Acquire) })
+    }
+}
+
+/// Drops rows whose expiry has passed (as of the compaction's start) while fjall compacts.
+struct TtlFilter {
+    now_ms: u64,
+}
+
+impl CompactionFilter for TtlFilter {
+    fn filter_item(&mut self, item: ItemAccessor<'_>, _ctx: &Context) -> lsm_tree::Result<Verdict> {
+        if self.now_ms == 0 {
+            return Ok(Verdict::Keep);
+        }
+        let value = item.value()?;
+        Ok(match Stored::peek(&value) {
+            Ok((_, Some(at), _)) if at <= self.now_ms => Verdict::Remove,
+            // Live, no expiry, or not ours to judge (the reader reports corrupt bytes).
+            _ => Verdict::Keep,
+        })
+    }
 }
 
 /// Writes FORMAT atomically: a temporary file, fsynced, renamed over, then the directory fsynced — a
@@ -772,6 +843,7 @@ impl Backend for FjallBackend {
 
     fn commit(&self, batch: WriteBatch, now_ms: u64) -> BoxFuture<'_, Result<Vec<u64>>> {
         async move {
+            self.shared()?.observe(now_ms);
             let (reply, rx) = oneshot::channel();
             self.tx
                 .send(Command::Write(Request { batch, now_ms, reply }))

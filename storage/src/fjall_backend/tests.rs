@@ -197,3 +197,32 @@ async fn group_commit_throughput() {
     }
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn compaction_removes_expired_rows_and_keeps_live_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = Arc::new(FjallBackend::open(dir.path().join("store")).await.expect("open"));
+    let clock = ManualClock::new(1_000);
+    let store = Store::new(Arc::clone(&backend) as Arc<dyn Backend>, Arc::new(clock.clone()));
+    let pk = Key::from("p");
+    for i in 0..100u64 {
+        let expires = if i % 2 == 0 { 2_000 } else { 10_000 };
+        store.put_until("ttl", &pk, &Key::empty().u64(i), b"v".to_vec(), expires).await.expect("put");
+    }
+    store.put("ttl", &pk, &Key::empty().u64(1_000), b"forever".to_vec()).await.expect("put");
+    // Not yet expired: compaction keeps everything.
+    backend.compact_now("ttl").expect("compact");
+    assert!(backend.raw_contains("ttl", &pk, &Key::empty().u64(0)).expect("raw"));
+    // The clock passes the first expiry; the backend learns the time from the next call.
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(store.get("ttl", &pk, &Key::empty().u64(0)).await.expect("get"), None, "hidden at once");
+    backend.compact_now("ttl").expect("compact");
+    for i in 0..100u64 {
+        let present = backend.raw_contains("ttl", &pk, &Key::empty().u64(i)).expect("raw");
+        assert_eq!(present, i % 2 == 1, "row {i}: expired rows are removed from disk, live ones kept");
+    }
+    assert!(backend.raw_contains("ttl", &pk, &Key::empty().u64(1_000)).expect("raw"));
+    let page = store.scan("ttl", &pk, &Scan::all()).await.expect("scan");
+    assert_eq!(page.rows.len(), 51);
+    store.close().await.expect("close");
+}

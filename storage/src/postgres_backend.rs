@@ -56,6 +56,8 @@ use crate::store::corrupt;
 pub const SCHEMA_VERSION: i32 = 1;
 /// Default most connections per backend.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Longest a caller waits for a pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(5);
 /// Attempts for a commit that hits a deadlock or serialization failure.
 const COMMIT_ATTEMPTS: usize = 8;
 /// Advisory lock key serializing schema migrations ("troupe" in ASCII).
@@ -189,7 +191,18 @@ impl Drop for Pooled<'_> {
 
 impl Pool {
     async fn get(&self) -> Result<Pooled<'_>> {
-        let permit = self.permits.acquire().await.map_err(|_| StoreError::unavailable("postgres store is closed"))?;
+        // A saturated pool answers `Unavailable` (retryable) after a bounded wait instead of queueing callers
+        // without limit behind a slow database.
+        let permit = match tokio::time::timeout(POOL_WAIT, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(StoreError::unavailable("postgres store is closed")),
+            Err(_) => {
+                return Err(StoreError::unavailable(format!(
+                    "postgres pool: no connection free within {} ms",
+                    POOL_WAIT.as_millis()
+                )));
+            }
+        };
         let reused = match self.idle.lock() {
             Ok(mut idle) => idle.pop(),
             Err(_) => None,

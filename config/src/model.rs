@@ -110,7 +110,7 @@ pub(crate) fn is_hostname(host: &str) -> bool {
         })
 }
 
-/// Generates a lowercase enum with `FromStr`, `Display` and `Serialize`.
+/// Generates a unit enum with a TOML name per variant and `FromStr` (case-insensitive), `Display`, `Serialize`.
 macro_rules! lowercase_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -123,7 +123,7 @@ macro_rules! lowercase_enum {
             /// Every variant, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-            /// The lowercase name used in TOML.
+            /// The name used in TOML (parsing ignores case).
             pub fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),+

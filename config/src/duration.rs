@@ -1,7 +1,7 @@
-//! Human-readable durations: `"250ms"`, `"5s"`, `"2m"`, `"1h30m"`.
+//! Human-readable durations: `"250ms"`, `"5s"`, `"2m"`, `"1h30m"`, `"30d"`.
 //!
 //! A duration is one or more `<integer><unit>` parts (optionally separated by
-//! spaces) with units `ns`, `us`, `ms`, `s`, `m`, `h`. [`format`] produces
+//! spaces) with units `ns`, `us`, `ms`, `s`, `m`, `h`, `d` (24 hours). [`format`] produces
 //! the same syntax, so `parse(&format(d)) == Ok(d)`.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 pub(crate) fn parse(input: &str) -> Result<Duration, String> {
     let invalid = || {
         format!(
-            "invalid duration {input:?} (expected a number with a unit such as \"250ms\", \"5s\", \"2m\" or \"1h\")"
+            "invalid duration {input:?} (expected a number with a unit such as \"250ms\", \"5s\", \"2m\", \"1h\" or \"30d\")"
         )
     };
     let mut rest = input.trim();
@@ -36,6 +36,7 @@ pub(crate) fn parse(input: &str) -> Result<Duration, String> {
             "s" => Some(Duration::from_secs(n)),
             "m" => n.checked_mul(60).map(Duration::from_secs),
             "h" => n.checked_mul(3600).map(Duration::from_secs),
+            "d" => n.checked_mul(86_400).map(Duration::from_secs),
             _ => return Err(invalid()),
         };
         total = part.and_then(|p| total.checked_add(p)).ok_or_else(|| format!("duration {input:?} is too large"))?;
@@ -52,7 +53,8 @@ pub(crate) fn format(d: Duration) -> String {
     let secs = d.as_secs();
     let nanos = u64::from(d.subsec_nanos());
     let parts = [
-        (secs / 3600, "h"),
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3600, "h"),
         (secs % 3600 / 60, "m"),
         (secs % 60, "s"),
         (nanos / 1_000_000, "ms"),

@@ -118,6 +118,137 @@ pub const ENV_VARS: &[EnvVar] = &[
         "Most concurrent in-flight calls per supervised actor (more get Overloaded).",
     ),
     config("TROUPE_ADMIN_ALLOW_KILL", "admin.allow_kill", "Allow operators to kill an actor over HTTP (true/false)."),
+    config("TROUPE_AUTH_ISSUER", "auth.issuer", "JWT `iss` of issued tokens, required on verify (default troupe)."),
+    config(
+        "TROUPE_AUTH_AUDIENCE",
+        "auth.audience",
+        "JWT `aud` of issued tokens, required on verify (default troupe-api).",
+    ),
+    config("TROUPE_AUTH_JWT_ALGORITHM", "auth.jwt_algorithm", "JWT signing algorithm: HS256, RS256 or EdDSA."),
+    config(
+        "TROUPE_AUTH_JWT_SECRET",
+        "auth.jwt_secret",
+        "HS256 secret, at least 32 bytes (secret); unset = random per process (tokens die on restart, fail on other nodes).",
+    ),
+    config("TROUPE_AUTH_JWT_PRIVATE_KEY_FILE", "auth.jwt_private_key_file", "PEM private key file for RS256/EdDSA."),
+    config("TROUPE_AUTH_JWT_PUBLIC_KEY_FILE", "auth.jwt_public_key_file", "PEM public key file for RS256/EdDSA."),
+    config("TROUPE_AUTH_ACCESS_TOKEN_TTL", "auth.access_token_ttl", "Access token lifetime (duration, default 15m)."),
+    config(
+        "TROUPE_AUTH_REFRESH_TOKEN_TTL",
+        "auth.refresh_token_ttl",
+        "Refresh token lifetime (duration, default 30d; longer than the access token's).",
+    ),
+    config(
+        "TROUPE_AUTH_ADMIN_EMAILS",
+        "auth.admin_emails",
+        "Comma-separated emails that get the admin role when they register.",
+    ),
+    config(
+        "TROUPE_AUTH_PASSWORD_HASH_CONCURRENCY",
+        "auth.password_hash_concurrency",
+        "Password hashes (argon2id) computed at once, 1 to 64.",
+    ),
+    config(
+        "TROUPE_GATEWAY_CORS_ALLOWED_ORIGINS",
+        "gateway.cors_allowed_origins",
+        "Comma-separated CORS origins (scheme://host[:port]) or *; unset = no CORS.",
+    ),
+    config(
+        "TROUPE_GATEWAY_TRUSTED_PROXIES",
+        "gateway.trusted_proxies",
+        "Comma-separated IPs/CIDRs whose X-Forwarded-For is believed for the client IP.",
+    ),
+    config("TROUPE_GATEWAY_RATE_LIMIT_ENABLED", "gateway.rate_limit.enabled", "Rate limiting on/off (true/false)."),
+    config(
+        "TROUPE_GATEWAY_RATE_LIMIT_AUTH_PER_SECOND",
+        "gateway.rate_limit.auth.per_second",
+        "Auth routes: requests per second per client IP.",
+    ),
+    config(
+        "TROUPE_GATEWAY_RATE_LIMIT_AUTH_BURST",
+        "gateway.rate_limit.auth.burst",
+        "Auth routes: burst per client IP.",
+    ),
+    config(
+        "TROUPE_GATEWAY_RATE_LIMIT_READ_PER_SECOND",
+        "gateway.rate_limit.read.per_second",
+        "Authenticated reads: requests per second per user.",
+    ),
+    config(
+        "TROUPE_GATEWAY_RATE_LIMIT_READ_BURST",
+        "gateway.rate_limit.read.burst",
+        "Authenticated reads: burst per user.",
+    ),
+    config(
+        "TROUPE_GATEWAY_RATE_LIMIT_WRITE_PER_SECOND",
+        "gateway.rate_limit.write.per_second",
+        "Authenticated writes: requests per second per user.",
+    ),
+    config(
+        "TROUPE_GATEWAY_RATE_LIMIT_WRITE_BURST",
+        "gateway.rate_limit.write.burst",
+        "Authenticated writes: burst per user.",
+    ),
+    config(
+        "TROUPE_GATEWAY_RATE_LIMIT_PER_IP_PER_SECOND",
+        "gateway.rate_limit.per_ip.per_second",
+        "Anonymous traffic: requests per second per client IP.",
+    ),
+    config(
+        "TROUPE_GATEWAY_RATE_LIMIT_PER_IP_BURST",
+        "gateway.rate_limit.per_ip.burst",
+        "Anonymous traffic: burst per client IP.",
+    ),
+    config("TROUPE_WS_PING_INTERVAL", "ws.ping_interval", "WebSocket ping interval (duration)."),
+    config("TROUPE_WS_MAX_MESSAGE_BYTES", "ws.max_message_bytes", "Largest WebSocket client message, in bytes."),
+    config("TROUPE_WS_READ_BUFFER_BYTES", "ws.read_buffer_bytes", "WebSocket read buffer per connection, in bytes."),
+    config(
+        "TROUPE_WS_OUTBOUND_QUEUE",
+        "ws.outbound_queue",
+        "Messages queued per connection before it is closed as a slow consumer (4008).",
+    ),
+    config("TROUPE_WS_HISTORY_MESSAGES", "ws.history_messages", "Messages of history kept per channel (0 = none)."),
+    config("TROUPE_WS_HISTORY_TTL", "ws.history_ttl", "Age after which channel history is dropped (duration)."),
+    config(
+        "TROUPE_WS_PUBLIC_CHANNEL_PREFIXES",
+        "ws.public_channel_prefixes",
+        "Comma-separated channel prefixes any signed-in user may subscribe to.",
+    ),
+    config("TROUPE_BUS_POLL_INTERVAL", "bus.poll_interval", "Event bus fallback outbox poll (duration)."),
+    config("TROUPE_BUS_PAGE_SIZE", "bus.page_size", "Outbox entries the event bus reads per page."),
+    config(
+        "TROUPE_BUS_MAX_IN_FLIGHT",
+        "bus.max_in_flight",
+        "Outbox entries the event bus holds at once (read, not yet acknowledged).",
+    ),
+    config(
+        "TROUPE_BUS_MAX_ATTEMPTS",
+        "bus.max_attempts",
+        "Delivery attempts before an event is dead-lettered, 1 to 1000.",
+    ),
+    config("TROUPE_BUS_BACKOFF_INITIAL", "bus.backoff_initial", "First event redelivery delay (duration)."),
+    config("TROUPE_BUS_BACKOFF_MAX", "bus.backoff_max", "Largest event redelivery delay (duration)."),
+    config("TROUPE_BUS_BACKOFF_JITTER", "bus.backoff_jitter", "Random jitter fraction on redelivery delays, 0 to 1."),
+    config(
+        "TROUPE_BUS_HANDLER_TIMEOUT",
+        "bus.handler_timeout",
+        "An event handler running longer than this fails the attempt (duration).",
+    ),
+    config(
+        "TROUPE_NOTIFICATIONS_FANOUT_PAGE",
+        "notifications.fanout_page",
+        "Followers read per page when fanning out a notification.",
+    ),
+    config(
+        "TROUPE_NOTIFICATIONS_FANOUT_CONCURRENCY",
+        "notifications.fanout_concurrency",
+        "Notification writes in flight at once during a fan-out, 1 to 1024.",
+    ),
+    config(
+        "TROUPE_NOTIFICATIONS_DELIVER_TIMEOUT",
+        "notifications.deliver_timeout",
+        "Deadline of one event delivery to the notification service (duration, < bus.handler_timeout).",
+    ),
 ];
 
 /// The entry for a variable name, if Troupe knows it.

@@ -85,3 +85,20 @@ impl IntoIterator for ConfigErrors {
         self.0.into_iter()
     }
 }
+
+/// A valid but risky setting, from [`crate::NodeConfig::warnings`].
+///
+/// `Display` prints `<key>: <message>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Dotted config key.
+    pub key: &'static str,
+    /// What is risky and what to do instead, single line.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}

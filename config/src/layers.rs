@@ -78,28 +78,20 @@ impl Layers {
                 return false;
             }
         };
+        self.add_table(path, &lines, None, table);
+        true
+    }
+
+    /// Checks every entry of one file table (`prefix` is its dotted path,
+    /// `None` for the document root), descending into sub-tables.
+    fn add_table(&mut self, path: &str, lines: &BTreeMap<String, usize>, prefix: Option<&str>, table: Table) {
         let at = |dotted: &str| lines.get(dotted).map(|line| format!(" at line {line}")).unwrap_or_default();
-        for (section, value) in table {
-            if !schema::is_section(&section) {
-                let hint = hint(schema::suggest_key(&section));
-                self.errors.push(ConfigError::new(path, format!("unknown key {section:?}{}{hint}", at(&section))));
-                continue;
-            }
-            let Value::Table(entries) = value else {
-                let origin = Origin::File { path: path.to_owned(), line: lines.get(&section).copied() };
-                self.errors.push(ConfigError::new(
-                    section.as_str(),
-                    format!("expected a table ([{section}]), found {} ({origin})", value.type_str()),
-                ));
-                continue;
+        for (name, value) in table {
+            let dotted = match prefix {
+                Some(prefix) => format!("{prefix}.{name}"),
+                None => name,
             };
-            for (leaf, value) in entries {
-                let dotted = format!("{section}.{leaf}");
-                let Some(key) = schema::lookup(&dotted) else {
-                    let hint = hint(schema::suggest_key(&dotted));
-                    self.errors.push(ConfigError::new(path, format!("unknown key {dotted:?}{}{hint}", at(&dotted))));
-                    continue;
-                };
+            if let Some(key) = schema::lookup(&dotted) {
                 let origin = Origin::File { path: path.to_owned(), line: lines.get(&dotted).copied() };
                 match key.kind.check(&value) {
                     Ok(()) => {
@@ -107,9 +99,22 @@ impl Layers {
                     }
                     Err(reason) => self.fail(key.name, &reason, &origin),
                 }
+            } else if schema::is_section(&dotted) {
+                match value {
+                    Value::Table(entries) => self.add_table(path, lines, Some(&dotted), entries),
+                    other => {
+                        let origin = Origin::File { path: path.to_owned(), line: lines.get(&dotted).copied() };
+                        self.errors.push(ConfigError::new(
+                            dotted.as_str(),
+                            format!("expected a table ([{dotted}]), found {} ({origin})", other.type_str()),
+                        ));
+                    }
+                }
+            } else {
+                let hint = hint(schema::suggest_key(&dotted));
+                self.errors.push(ConfigError::new(path, format!("unknown key {dotted:?}{}{hint}", at(&dotted))));
             }
         }
-        true
     }
 
     /// Adds the environment layer; only `TROUPE_*` variables are looked at.
@@ -168,11 +173,18 @@ impl Layers {
     pub(crate) fn to_raw(&self) -> Result<RawConfig, ConfigError> {
         let mut root = Table::new();
         for (name, (value, _)) in &self.values {
-            let Some((section, leaf)) = name.split_once('.') else {
-                continue;
-            };
-            if let Value::Table(t) = root.entry(section).or_insert_with(|| Value::Table(Table::new())) {
-                t.insert(leaf.to_owned(), value.clone());
+            let mut table = &mut root;
+            let mut segments = name.split('.').peekable();
+            while let Some(segment) = segments.next() {
+                if segments.peek().is_none() {
+                    table.insert(segment.to_owned(), value.clone());
+                } else {
+                    let entry = table.entry(segment).or_insert_with(|| Value::Table(Table::new()));
+                    let Value::Table(inner) = entry else {
+                        break;
+                    };
+                    table = inner;
+                }
             }
         }
         root.try_into::<RawConfig>().map_err(|e| serde_error(&e))
@@ -202,17 +214,22 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Line of every section and `section.key` in the document.
+/// Line of every table and key (dotted, at any depth) in the document.
 fn key_lines(text: &str, document: &toml::de::DeTable<'_>) -> BTreeMap<String, usize> {
     let mut lines = BTreeMap::new();
-    for (section, value) in document.iter() {
-        let section_name = section.get_ref().to_string();
-        lines.insert(section_name.clone(), line_col(text, section.span().start).0);
+    collect_lines(text, None, document, &mut lines);
+    lines
+}
+
+fn collect_lines(text: &str, prefix: Option<&str>, table: &toml::de::DeTable<'_>, lines: &mut BTreeMap<String, usize>) {
+    for (name, value) in table.iter() {
+        let dotted = match prefix {
+            Some(prefix) => format!("{prefix}.{}", name.get_ref()),
+            None => name.get_ref().to_string(),
+        };
+        lines.entry(dotted.clone()).or_insert_with(|| line_col(text, name.span().start).0);
         if let toml::de::DeValue::Table(entries) = value.get_ref() {
-            for (leaf, _) in entries.iter() {
-                lines.insert(format!("{section_name}.{}", leaf.get_ref()), line_col(text, leaf.span().start).0);
-            }
+            collect_lines(text, Some(&dotted), entries, lines);
         }
     }
-    lines
 }

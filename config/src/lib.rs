@@ -33,10 +33,12 @@ mod tests;
 use std::path::PathBuf;
 
 pub use env::{ENV_VARS, EnvVar, env_markdown_table, require_services};
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, ConfigWarning};
 pub use model::{
-    AdminConfig, BreakerConfig, CallsConfig, ClusterConfig, HostPort, HttpConfig, LogConfig, LogFormat, NodeConfig,
-    NodeSettings, RabbitMqConfig, Secret, ShutdownConfig, StoreBackend, StoreConfig, SupervisorConfig,
+    AdminConfig, AuthConfig, BreakerConfig, BusConfig, CallsConfig, ClusterConfig, GatewayConfig, HostPort, HttpConfig,
+    IpNet, JwtAlgorithm, JwtKeyMaterial, LogConfig, LogFormat, MIN_JWT_SECRET_BYTES, NodeConfig, NodeSettings,
+    NotificationsConfig, RabbitMqConfig, RateLimit, RateLimitConfig, Secret, ShutdownConfig, StoreBackend, StoreConfig,
+    SupervisorConfig, WsConfig,
 };
 
 /// Builds a [`NodeConfig`] from layers. Precedence, lowest first: built-in

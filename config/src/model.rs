@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::duration;
+use crate::error::ConfigWarning;
 
 /// A secret string (passwords, cookies, URLs with credentials).
 ///
@@ -97,7 +98,7 @@ impl Serialize for HostPort {
     }
 }
 
-fn is_hostname(host: &str) -> bool {
+pub(crate) fn is_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
@@ -109,7 +110,7 @@ fn is_hostname(host: &str) -> bool {
         })
 }
 
-/// Generates a lowercase enum with `FromStr`, `Display` and `Serialize`.
+/// Generates a unit enum with a TOML name per variant and `FromStr` (case-insensitive), `Display`, `Serialize`.
 macro_rules! lowercase_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -122,7 +123,7 @@ macro_rules! lowercase_enum {
             /// Every variant, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-            /// The lowercase name used in TOML.
+            /// The name used in TOML (parsing ignores case).
             pub fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),+
@@ -159,6 +160,14 @@ macro_rules! lowercase_enum {
         }
     };
 }
+
+mod app;
+
+pub use app::{
+    AuthConfig, BusConfig, GatewayConfig, IpNet, JwtAlgorithm, JwtKeyMaterial, MIN_JWT_SECRET_BYTES,
+    NotificationsConfig, RateLimit, RateLimitConfig, WsConfig,
+};
+pub(crate) use app::{PemKind, read_pem};
 
 lowercase_enum!(
     /// Which storage backend holds actor state and event logs.
@@ -212,6 +221,16 @@ pub struct NodeConfig {
     pub calls: CallsConfig,
     /// `[admin]`
     pub admin: AdminConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `[gateway]`
+    pub gateway: GatewayConfig,
+    /// `[ws]`
+    pub ws: WsConfig,
+    /// `[bus]`
+    pub bus: BusConfig,
+    /// `[notifications]`
+    pub notifications: NotificationsConfig,
 }
 
 impl NodeConfig {
@@ -219,6 +238,29 @@ impl NodeConfig {
     /// Unset optional keys are omitted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Settings that are valid but probably not what a production node wants; the binary logs
+    /// each at `warn` on startup (and `troupe config check` may print them).
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut out = Vec::new();
+        if self.auth.uses_ephemeral_secret() {
+            let mut message = "not set: a random HS256 secret is generated at startup, so tokens do not survive a \
+                               restart and are not accepted by other nodes; set auth.jwt_secret (32+ bytes) or use \
+                               RS256/EdDSA key files"
+                .to_owned();
+            if self.cluster.addr.is_some() || !self.cluster.seeds.is_empty() {
+                message.push_str(" (this node is clustered: tokens will fail on the other nodes)");
+            }
+            out.push(ConfigWarning { key: "auth.jwt_secret", message });
+        }
+        if !self.gateway.rate_limit.enabled {
+            out.push(ConfigWarning {
+                key: "gateway.rate_limit.enabled",
+                message: "false: no request is rate limited".to_owned(),
+            });
+        }
+        out
     }
 }
 

@@ -19,6 +19,11 @@ pub(crate) struct RawConfig {
     pub(crate) breaker: RawBreaker,
     pub(crate) calls: RawCalls,
     pub(crate) admin: RawAdmin,
+    pub(crate) auth: RawAuth,
+    pub(crate) gateway: RawGateway,
+    pub(crate) ws: RawWs,
+    pub(crate) bus: RawBus,
+    pub(crate) notifications: RawNotifications,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,4 +106,82 @@ pub(crate) struct RawCalls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub(crate) allow_kill: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Option<String>,
+    pub(crate) jwt_algorithm: Option<String>,
+    pub(crate) jwt_secret: Option<String>,
+    pub(crate) jwt_private_key_file: Option<String>,
+    pub(crate) jwt_public_key_file: Option<String>,
+    pub(crate) access_token_ttl: Option<String>,
+    pub(crate) refresh_token_ttl: Option<String>,
+    pub(crate) admin_emails: Option<Vec<String>>,
+    pub(crate) password_hash_concurrency: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub(crate) cors_allowed_origins: Option<Vec<String>>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) rate_limit: RawRateLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimits {
+    pub(crate) enabled: Option<bool>,
+    #[serde(default)]
+    pub(crate) auth: RawRate,
+    #[serde(default)]
+    pub(crate) read: RawRate,
+    #[serde(default)]
+    pub(crate) write: RawRate,
+    #[serde(default)]
+    pub(crate) per_ip: RawRate,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRate {
+    pub(crate) per_second: Option<i64>,
+    pub(crate) burst: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWs {
+    pub(crate) ping_interval: Option<String>,
+    pub(crate) max_message_bytes: Option<i64>,
+    pub(crate) read_buffer_bytes: Option<i64>,
+    pub(crate) outbound_queue: Option<i64>,
+    pub(crate) history_messages: Option<i64>,
+    pub(crate) history_ttl: Option<String>,
+    pub(crate) public_channel_prefixes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBus {
+    pub(crate) poll_interval: Option<String>,
+    pub(crate) page_size: Option<i64>,
+    pub(crate) max_in_flight: Option<i64>,
+    pub(crate) max_attempts: Option<i64>,
+    pub(crate) backoff_initial: Option<String>,
+    pub(crate) backoff_max: Option<String>,
+    pub(crate) backoff_jitter: Option<f64>,
+    pub(crate) handler_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotifications {
+    pub(crate) fanout_page: Option<i64>,
+    pub(crate) fanout_concurrency: Option<i64>,
+    pub(crate) deliver_timeout: Option<String>,
 }

@@ -78,13 +78,15 @@ impl Kind {
 /// One config key.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Key {
+    /// Dotted path, e.g. `http.addr` or `gateway.rate_limit.auth.burst`.
     pub(crate) name: &'static str,
     pub(crate) kind: Kind,
 }
 
 impl Key {
-    pub(crate) fn section(&self) -> &'static str {
-        self.name.split_once('.').map_or(self.name, |(s, _)| s)
+    /// The last path segment (`burst`).
+    pub(crate) fn leaf(&self) -> &'static str {
+        self.name.rsplit_once('.').map_or(self.name, |(_, l)| l)
     }
 }
 
@@ -121,38 +123,83 @@ pub(crate) const KEYS: &[Key] = &[
     key("calls.timeout", Kind::Duration),
     key("calls.max_in_flight", Kind::Int),
     key("admin.allow_kill", Kind::Bool),
+    key("auth.issuer", Kind::Str),
+    key("auth.audience", Kind::Str),
+    key("auth.jwt_algorithm", Kind::Str),
+    key("auth.jwt_secret", Kind::Str),
+    key("auth.jwt_private_key_file", Kind::Str),
+    key("auth.jwt_public_key_file", Kind::Str),
+    key("auth.access_token_ttl", Kind::Duration),
+    key("auth.refresh_token_ttl", Kind::Duration),
+    key("auth.admin_emails", Kind::List),
+    key("auth.password_hash_concurrency", Kind::Int),
+    key("gateway.cors_allowed_origins", Kind::List),
+    key("gateway.trusted_proxies", Kind::List),
+    key("gateway.rate_limit.enabled", Kind::Bool),
+    key("gateway.rate_limit.auth.per_second", Kind::Int),
+    key("gateway.rate_limit.auth.burst", Kind::Int),
+    key("gateway.rate_limit.read.per_second", Kind::Int),
+    key("gateway.rate_limit.read.burst", Kind::Int),
+    key("gateway.rate_limit.write.per_second", Kind::Int),
+    key("gateway.rate_limit.write.burst", Kind::Int),
+    key("gateway.rate_limit.per_ip.per_second", Kind::Int),
+    key("gateway.rate_limit.per_ip.burst", Kind::Int),
+    key("ws.ping_interval", Kind::Duration),
+    key("ws.max_message_bytes", Kind::Int),
+    key("ws.read_buffer_bytes", Kind::Int),
+    key("ws.outbound_queue", Kind::Int),
+    key("ws.history_messages", Kind::Int),
+    key("ws.history_ttl", Kind::Duration),
+    key("ws.public_channel_prefixes", Kind::List),
+    key("bus.poll_interval", Kind::Duration),
+    key("bus.page_size", Kind::Int),
+    key("bus.max_in_flight", Kind::Int),
+    key("bus.max_attempts", Kind::Int),
+    key("bus.backoff_initial", Kind::Duration),
+    key("bus.backoff_max", Kind::Duration),
+    key("bus.backoff_jitter", Kind::Float),
+    key("bus.handler_timeout", Kind::Duration),
+    key("notifications.fanout_page", Kind::Int),
+    key("notifications.fanout_concurrency", Kind::Int),
+    key("notifications.deliver_timeout", Kind::Duration),
 ];
 
 pub(crate) fn lookup(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
 }
 
+/// Whether `name` is a table of the schema at any depth (`http`,
+/// `gateway.rate_limit`, `gateway.rate_limit.auth`).
 pub(crate) fn is_section(name: &str) -> bool {
-    KEYS.iter().any(|k| k.section() == name)
+    tables().contains(&name)
 }
 
-/// Sections in schema order, without duplicates.
-pub(crate) fn sections() -> Vec<&'static str> {
+/// Every table path (all proper prefixes of keys), in schema order,
+/// without duplicates.
+pub(crate) fn tables() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for k in KEYS {
-        if !out.contains(&k.section()) {
-            out.push(k.section());
+        for (i, _) in k.name.match_indices('.') {
+            let table = &k.name[..i];
+            if !out.contains(&table) {
+                out.push(table);
+            }
         }
     }
     out
 }
 
-/// Best "did you mean" candidate for an unknown dotted key or section.
+/// Best "did you mean" candidate for an unknown dotted key or table.
 pub(crate) fn suggest_key(unknown: &str) -> Option<&'static str> {
-    if let Some((_, leaf)) = unknown.split_once('.') {
+    if let Some((_, leaf)) = unknown.rsplit_once('.') {
         // Right key, wrong section (e.g. `http.data_dir`).
-        let mut same_leaf = KEYS.iter().filter(|k| k.name.split_once('.').is_some_and(|(_, l)| l == leaf));
+        let mut same_leaf = KEYS.iter().filter(|k| k.leaf() == leaf);
         if let (Some(only), None) = (same_leaf.next(), same_leaf.next()) {
             return Some(only.name);
         }
-        suggest(unknown, KEYS.iter().map(|k| k.name))
+        suggest(unknown, KEYS.iter().map(|k| k.name).chain(tables()))
     } else {
-        suggest(unknown, sections())
+        suggest(unknown, tables().into_iter().filter(|t| !t.contains('.')))
     }
 }
 

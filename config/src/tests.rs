@@ -10,6 +10,8 @@ use proptest::prelude::*;
 use crate::schema::{KEYS, Kind};
 use crate::*;
 
+mod app;
+
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
@@ -695,7 +697,9 @@ fn duration_syntax() {
     assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
     assert_eq!(parse("1h 30m"), Ok(Duration::from_secs(5400)));
     assert_eq!(parse("1us5ns"), Ok(Duration::from_nanos(1005)));
-    for bad in ["", "s", "5", "5x", "1.5s", "-1s", "99999999999999999999h"] {
+    assert_eq!(parse("30d"), Ok(Duration::from_secs(30 * 86_400)));
+    assert_eq!(format(Duration::from_secs(30 * 86_400 + 3600)), "30d1h");
+    for bad in ["", "s", "5", "5x", "1.5s", "-1s", "99999999999999999999h", "999999999999999999d"] {
         assert!(parse(bad).is_err(), "{bad:?} accepted");
     }
     assert_eq!(format(Duration::ZERO), "0s");

@@ -1,5 +1,7 @@
 //! Raw (as written) → validated [`NodeConfig`], collecting every error.
 
+mod app;
+
 use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -203,8 +205,31 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
 
     let admin = AdminConfig { allow_kill: c.field("admin.allow_kill", raw.admin.allow_kill, false, Ok) };
 
+    let auth = app::auth(&mut c, raw.auth);
+    let gateway = app::gateway(&mut c, raw.gateway);
+    let ws = app::ws(&mut c, raw.ws);
+    let bus = app::bus(&mut c, raw.bus);
+    let notifications = app::notifications(&mut c, raw.notifications, &bus);
+
     if c.errors.is_empty() {
-        Ok(NodeConfig { node, http, cluster, store, rabbitmq, log, shutdown, supervisor, breaker, calls, admin })
+        Ok(NodeConfig {
+            node,
+            http,
+            cluster,
+            store,
+            rabbitmq,
+            log,
+            shutdown,
+            supervisor,
+            breaker,
+            calls,
+            admin,
+            auth,
+            gateway,
+            ws,
+            bus,
+            notifications,
+        })
     } else {
         Err(c.errors)
     }

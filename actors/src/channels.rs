@@ -192,6 +192,11 @@ impl Subscriber {
         lock(&self.inner.queue).frames.len()
     }
 
+    /// Channels this subscriber is subscribed to.
+    pub fn subscriptions(&self) -> usize {
+        lock(&self.inner.channels).len()
+    }
+
     /// Why the queue is closed, if it is.
     pub fn closed(&self) -> Option<CloseReason> {
         lock(&self.inner.queue).closed

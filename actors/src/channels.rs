@@ -588,7 +588,28 @@ impl Hub {
             st.dirty = true;
             self.inner.metrics.subscriptions.decrement(1.0);
         }
+        let idle = removed && st.subs.is_empty() && st.history.is_empty();
+        drop(st);
+        if idle {
+            self.remove_if_idle(ch);
+        }
         removed
+    }
+
+    /// Remove `ch` from the map if it still has neither subscribers nor history (a channel nobody
+    /// published to, such as the notification channel of a user who left, goes at once).
+    fn remove_if_idle(&self, ch: &Arc<Channel>) {
+        let mut map = self.shard(&ch.name).write().unwrap_or_else(PoisonError::into_inner);
+        if !map.get(&ch.name).is_some_and(|c| Arc::ptr_eq(c, ch)) {
+            return;
+        }
+        let mut st = lock(&ch.state);
+        if st.subs.is_empty() && st.history.is_empty() {
+            st.dead = true;
+            drop(st);
+            map.remove(&ch.name);
+            self.inner.metrics.channels.decrement(1.0);
+        }
     }
 
     fn remove_everywhere(&self, sub: &Subscriber) {

@@ -192,7 +192,8 @@ fn presence_lists_identities_and_follows_unsubscribe_and_disconnect() {
     assert!(hub.presence("other", 10).is_empty());
     assert_eq!(a.closed(), Some(CloseReason::Disconnected));
     assert!(hub.presence("nope", 10).is_empty());
-    assert_eq!(hub.sweep(), 2);
+    assert_eq!(hub.channel_count(), 0, "channels without subscribers and history go at once");
+    assert_eq!(hub.sweep(), 0);
 }
 
 #[test]
@@ -263,4 +264,34 @@ fn concurrent_publish_and_subscribe_lose_and_duplicate_nothing() {
         }
     }
     assert!(mid_stream > 0, "no subscribe landed while publishing: the test proved nothing");
+}
+
+proptest::proptest! {
+    /// Against a model: a subscribe with `since` replays exactly the offsets after it when the kept
+    /// history covers it (the last `history_len` offsets), and asks for a resync otherwise.
+    #[test]
+    fn replay_matches_the_model(history_len in 0usize..6, ops in proptest::collection::vec(0u64..12, 1..40)) {
+        let hub = hub(history_len, None);
+        // Keeps the channel (and its offsets) alive while the probes come and go.
+        let keeper = Subscriber::new(u64::MAX, "k", 1000);
+        hub.subscribe("c", &keeper, None);
+        let mut last = 0u64;
+        for (i, op) in ops.into_iter().enumerate() {
+            if op < 6 {
+                last = hub.publish("c", Bytes::new());
+                continue;
+            }
+            // op 6..12 → since somewhere around the window, including the future.
+            let since = (last + 2).saturating_sub(op - 6 + (history_len as u64));
+            let sub = Subscriber::new(i as u64, "u", 64);
+            let outcome = hub.subscribe("c", &sub, Some(since));
+            let floor = last.saturating_sub(history_len as u64);
+            let covered = since >= floor && since <= last;
+            proptest::prop_assert_eq!(outcome.resync, !covered, "since {} last {} floor {}", since, last, floor);
+            let want: Vec<u64> = if covered { (since + 1..=last).collect() } else { Vec::new() };
+            proptest::prop_assert_eq!(offsets(&sub), want);
+            proptest::prop_assert_eq!(outcome.offset, last);
+            hub.disconnect(&sub);
+        }
+    }
 }

@@ -18,6 +18,7 @@
 
 mod conn;
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -90,6 +91,9 @@ impl ChannelPolicy for PrefixPolicy {
             || self.public_prefixes.iter().any(|p| channel.starts_with(p.as_str()))
     }
 }
+
+/// Subscribers past which a publish from the HTTP endpoint fans out on the blocking pool.
+const BLOCKING_FANOUT: usize = 1024;
 
 /// Prefix of each user's own notification channel.
 pub const NOTIFICATIONS_PREFIX: &str = "notifications:";
@@ -216,8 +220,8 @@ pub fn json_encoder() -> Encoder {
         let mut out = Vec::with_capacity(data.len() + channel.len() + 48);
         out.extend_from_slice(b"{\"channel\":");
         write_json_str(&mut out, channel);
-        out.extend_from_slice(b",\"offset\":");
-        out.extend_from_slice(offset.to_string().as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, ",\"offset\":{offset}");
         out.extend_from_slice(b",\"data\":");
         match std::str::from_utf8(data) {
             Ok(s) if !s.trim().is_empty() => out.extend_from_slice(data),
@@ -349,7 +353,17 @@ async fn publish(
     if data.len() > limit {
         return Err(ApiError::BadRequest(format!("data is {} bytes; at most {limit} fit in one frame", data.len())));
     }
-    let offset = ws.inner.hub.publish(&name, Bytes::from(data));
+    let hub = ws.inner.hub.clone();
+    let data = Bytes::from(data);
+    // A fan-out to thousands of queues takes milliseconds: keep it off the async workers.
+    let offset = if hub.subscriber_count(&name) > BLOCKING_FANOUT {
+        let channel = name.clone();
+        tokio::task::spawn_blocking(move || hub.publish(&channel, data))
+            .await
+            .map_err(|_| ApiError::Actors(troupe_actors::Error::Stopped { service: "channels".into() }))?
+    } else {
+        hub.publish(&name, data)
+    };
     Ok(Json(Published { channel: name, offset }))
 }
 

@@ -109,8 +109,8 @@ impl Conn {
         let mut alive = true;
         let mut batch: Vec<Bytes> = Vec::new();
         loop {
+            // Unbiased: under a steady stream of frames the reads (client ops, pongs) still get their turn.
             tokio::select! {
-                biased;
                 b = self.sub.next_batch(&mut batch) => match b {
                     Batch::Frames(_) => {
                         let sub = self.sub.clone();

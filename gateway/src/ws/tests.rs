@@ -379,3 +379,28 @@ async fn shutdown_closes_connections_with_1001() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ops_are_served_while_frames_stream_continuously() {
+    let s = default_server().await;
+    let mut c = s.connect("user:1").await;
+    send(&mut c, json!({"op": "subscribe", "channel": "public:stream"})).await;
+    next_json(&mut c).await;
+    let hub = s.hub().clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                hub.publish("public:stream", Bytes::from_static(b"1"));
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for _ in 0..3 {
+        let before = pong(&mut c).await;
+        assert!(before.iter().all(|f| f["channel"] == "public:stream"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.await.unwrap();
+}

@@ -80,6 +80,16 @@ enum Cmd {
         #[arg(long)]
         idle_only: bool,
     },
+    /// In-process hub fan-out cost, no sockets: publish to N subscriber queues.
+    HubBench {
+        #[arg(long, default_value_t = 15_000)]
+        subs: usize,
+        /// Publishes per round (queues are drained between rounds).
+        #[arg(long, default_value_t = 100)]
+        per_round: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// RSS of N idle tokio tasks or N idle ractor actors.
     MemProbe {
         #[arg(long, default_value_t = 20_000)]
@@ -104,6 +114,7 @@ fn main() -> Result<()> {
                 fanout(FanoutArgs { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only }).await
             }
             Cmd::MemProbe { n, kind } => mem_probe(n, &kind).await,
+            Cmd::HubBench { subs, per_round, rounds } => hub_bench(subs, per_round, rounds).await,
         }
     })
 }
@@ -423,5 +434,41 @@ async fn mem_probe(n: usize, kind: &str) -> Result<()> {
     let r1 = rss_kib(pid).unwrap_or(0);
     report(&format!("{n} idle tokio tasks: {:.2} KiB each", (r1 - r0) as f64 / n as f64));
     stop.notify_waiters();
+    Ok(())
+}
+
+// --------------------------------------------------------------------------------------------------
+// Hub-only fan-out cost.
+
+async fn hub_bench(subs: usize, per_round: usize, rounds: usize) -> Result<()> {
+    let hub = Hub::new(HubConfig { history_len: 16, ..HubConfig::default() }, json_encoder());
+    let subscribers: Vec<troupe_actors::channels::Subscriber> =
+        (0..subs).map(|i| troupe_actors::channels::Subscriber::new(i as u64, "u", per_round + 16)).collect();
+    for s in &subscribers {
+        hub.subscribe("public:bench", s, None);
+    }
+    let data = bytes::Bytes::from_static(br#"{"t":1700000000000000,"pad":""}"#);
+    let mut spent = Duration::ZERO;
+    let mut buf = Vec::new();
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        for _ in 0..per_round {
+            hub.publish("public:bench", data.clone());
+        }
+        spent += t0.elapsed();
+        for s in &subscribers {
+            buf.clear();
+            s.next_batch(&mut buf).await;
+        }
+    }
+    let deliveries = (subs * per_round * rounds) as f64;
+    report(&format!(
+        "hub only: {} publishes to {subs} subscribers: {:.1} ns per delivery, {:.2} M deliveries/s on one thread, {:.2} ms per publish; slow {}",
+        per_round * rounds,
+        spent.as_nanos() as f64 / deliveries,
+        deliveries / spent.as_secs_f64() / 1e6,
+        spent.as_secs_f64() * 1e3 / (per_round * rounds) as f64,
+        hub.slow_consumers()
+    ));
     Ok(())
 }

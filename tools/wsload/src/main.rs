@@ -44,6 +44,9 @@ enum Cmd {
         /// Messages of history per channel.
         #[arg(long, default_value_t = 16)]
         history: usize,
+        /// Set TCP_NODELAY on accepted sockets.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        nodelay: bool,
         /// WebSocket read buffer per connection (bytes).
         #[arg(long, default_value_t = 4096)]
         read_buffer: usize,
@@ -109,7 +112,9 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { addr, queue, history, read_buffer, .. } => serve(addr, queue, history, read_buffer).await,
+            Cmd::Serve { addr, queue, history, read_buffer, nodelay, .. } => {
+                serve(addr, queue, history, read_buffer, nodelay).await
+            }
             Cmd::Fanout { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only } => {
                 fanout(FanoutArgs { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only }).await
             }
@@ -130,7 +135,7 @@ impl WsAuthenticator for BenchAuth {
     }
 }
 
-async fn serve(addr: SocketAddr, queue: usize, history: usize, read_buffer: usize) -> Result<()> {
+async fn serve(addr: SocketAddr, queue: usize, history: usize, read_buffer: usize, nodelay: bool) -> Result<()> {
     let hub = Hub::new(HubConfig { history_len: history, ..HubConfig::default() }, json_encoder());
     let cfg = WsConfig { queue_capacity: queue, read_buffer_bytes: read_buffer, ..WsConfig::default() };
     let policy = PrefixPolicy { public_prefixes: vec!["public:".into()] };
@@ -145,6 +150,9 @@ async fn serve(addr: SocketAddr, queue: usize, history: usize, read_buffer: usiz
     let state = GatewayState::new(&gw, troupe_actors::Registry::new(), None).with_ws(ws);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
     eprintln_line(&format!("wsload server pid {} on {}", std::process::id(), listener.local_addr()?));
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(nodelay);
+    });
     axum::serve(listener, router(&gw, state)).await?;
     Ok(())
 }

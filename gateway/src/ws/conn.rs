@@ -113,10 +113,9 @@ impl Conn {
             tokio::select! {
                 b = self.sub.next_batch(&mut batch) => match b {
                     Batch::Frames(_) => {
-                        let sub = self.sub.clone();
                         tokio::select! {
                             r = write_batch(sink, &mut batch) => if r.is_err() { return None },
-                            reason = sub.wait_closed() => return Some(close_for(reason)),
+                            reason = self.sub.wait_closed() => return Some(close_for(reason)),
                         }
                         if batch.capacity() > 1024 {
                             batch = Vec::new();
@@ -147,10 +146,9 @@ impl Conn {
                         return Some(close(CLOSE_GOING_AWAY, KEEPALIVE_TIMEOUT));
                     }
                     alive = false;
-                    let sub = self.sub.clone();
                     tokio::select! {
                         r = sink.send(Message::Ping(Bytes::new())) => if r.is_err() { return None },
-                        reason = sub.wait_closed() => return Some(close_for(reason)),
+                        reason = self.sub.wait_closed() => return Some(close_for(reason)),
                     }
                 },
                 Ok(()) = shutdown.changed() => {

@@ -196,8 +196,8 @@ impl WsState {
         self.inner.live.load(Ordering::Relaxed)
     }
 
-    /// Close every connection with 1001 ("server shutting down") and refuse none of the new ones
-    /// (stop routing `/ws` first). Connections finish their close handshakes on their own.
+    /// Close every connection with 1001 ("server shutting down"); connections upgraded afterwards are
+    /// closed the same way at once. Each finishes its close handshake within `close_timeout`.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
     }

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// No valid credentials (missing, invalid or expired token).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The operation is disabled on this node.
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -63,6 +66,7 @@ impl ApiError {
             },
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -80,6 +84,7 @@ impl ApiError {
             Self::Actors(A::Ambiguous { .. }) => "ambiguous",
             Self::Actors(_) => "internal",
             Self::BadRequest(_) => "bad-request",
+            Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::RequestTimeout(_) => "request-timeout",

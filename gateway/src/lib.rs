@@ -9,6 +9,7 @@
 
 mod error;
 mod system;
+pub mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Clone)]
 pub struct GatewayState {
     inner: Arc<Inner>,
+    ws: Option<ws::WsState>,
 }
 
 struct Inner {
@@ -70,7 +72,14 @@ impl GatewayState {
                 allow_kill: cfg.allow_kill,
                 draining: AtomicBool::new(false),
             }),
+            ws: None,
         }
+    }
+
+    /// Serve `GET /ws` and the channel endpoints over `ws`.
+    pub fn with_ws(mut self, ws: ws::WsState) -> Self {
+        self.ws = Some(ws);
+        self
     }
 
     /// Mark the node as draining: readiness answers 503 so load balancers stop sending traffic.
@@ -100,7 +109,11 @@ pub fn router(cfg: &GatewayConfig, state: GatewayState) -> Router {
         tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
     });
     let timeout = cfg.request_timeout;
-    system::routes()
+    let mut routes = system::routes();
+    if let Some(ws) = &state.ws {
+        routes = routes.merge(ws::routes(ws.clone()));
+    }
+    routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

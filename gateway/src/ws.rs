@@ -1,0 +1,371 @@
+//! WebSocket fan-out: `GET /ws` upgrades an authenticated client into one connection task that
+//! subscribes it to channels of the [`Hub`] and writes the hub's frames to its socket; plus the
+//! channel endpoints `GET /api/v1/channels/{name}/presence` and `POST /api/v1/channels/{name}/publish`
+//! (admin). This module owns the JSON protocol:
+//!
+//! - client: `{"op":"subscribe","channel":"…","since":N?}`, `{"op":"unsubscribe","channel":"…"}`,
+//!   `{"op":"ping"}`;
+//! - server: `{"channel":"…","offset":N,"data":…}` (the published JSON, embedded raw),
+//!   `{"op":"subscribed","channel":"…","offset":N,"replayed":K}`, `{"op":"resync","channel":"…","offset":N}`,
+//!   `{"op":"unsubscribed","channel":"…"}`, `{"op":"pong"}`, `{"op":"error","code":"…","message":"…"}`.
+//!
+//! A client is auto-subscribed to `notifications:{user_id}`. Close codes: 4008 slow consumer, 1008 too
+//! many bad requests, 1001 keepalive timeout or server shutdown.
+//!
+//! Collaborators: the [`Hub`] (`troupe_actors::channels`, transport-agnostic), a [`WsAuthenticator`]
+//! (the node wires JWT verification to it), a [`ChannelPolicy`], axum's WebSocket, and `error.rs`
+//! (every HTTP error is an [`ApiError`]).
+
+mod conn;
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use troupe_actors::channels::{Encoder, Hub};
+
+use crate::ApiError;
+
+/// Who a token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsIdentity {
+    /// The user's id (channels `notifications:{user_id}` are theirs).
+    pub user_id: String,
+    /// Admins may subscribe to any channel and publish.
+    pub is_admin: bool,
+}
+
+/// Why a token was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WsAuthError {
+    /// No token in `Authorization: Bearer` nor `?token=`.
+    #[error("missing bearer token")]
+    Missing,
+    /// The token is invalid, expired or forged (the reason is safe to show).
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+impl From<WsAuthError> for ApiError {
+    fn from(e: WsAuthError) -> Self {
+        ApiError::Unauthorized(e.to_string())
+    }
+}
+
+/// Verifies bearer tokens for the WebSocket and channel endpoints (the node plugs in JWT verification).
+pub trait WsAuthenticator: Send + Sync + 'static {
+    /// The identity behind `token`, or why not.
+    fn authenticate(&self, token: &str) -> Result<WsIdentity, WsAuthError>;
+}
+
+/// Who may subscribe to (and see the presence of) which channel.
+pub trait ChannelPolicy: Send + Sync + 'static {
+    /// True if `who` may subscribe to `channel` (a valid channel name).
+    fn may_subscribe(&self, who: &WsIdentity, channel: &str) -> bool;
+}
+
+/// The default policy: admins may subscribe to anything, a user to their own `notifications:{id}`,
+/// everyone to channels starting with one of the public prefixes (e.g. `public:`).
+#[derive(Clone, Debug, Default)]
+pub struct PrefixPolicy {
+    /// Prefixes of channels anyone authenticated may subscribe to.
+    pub public_prefixes: Vec<String>,
+}
+
+impl ChannelPolicy for PrefixPolicy {
+    fn may_subscribe(&self, who: &WsIdentity, channel: &str) -> bool {
+        who.is_admin
+            || channel.strip_prefix(NOTIFICATIONS_PREFIX) == Some(who.user_id.as_str())
+            || self.public_prefixes.iter().any(|p| channel.starts_with(p.as_str()))
+    }
+}
+
+/// Subscribers past which a publish from the HTTP endpoint fans out on the blocking pool.
+const BLOCKING_FANOUT: usize = 1024;
+
+/// Prefix of each user's own notification channel.
+pub const NOTIFICATIONS_PREFIX: &str = "notifications:";
+
+/// The notification channel of `user_id`.
+pub fn notifications_channel(user_id: &str) -> String {
+    format!("{NOTIFICATIONS_PREFIX}{user_id}")
+}
+
+/// Settings of the WebSocket layer.
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    /// Frames a connection may have waiting before it is a slow consumer (closed with 4008).
+    pub queue_capacity: usize,
+    /// Keepalive: a ping every interval; a connection silent for a whole interval after a ping is closed.
+    pub ping_interval: Duration,
+    /// Largest message (and frame) accepted from a client.
+    pub max_message_bytes: usize,
+    /// Read buffer per connection.
+    pub read_buffer_bytes: usize,
+    /// Bytes buffered before frames are written to the socket (frames are also flushed per batch).
+    pub write_buffer_bytes: usize,
+    /// Hard bound of a connection's write buffer.
+    pub max_write_buffer_bytes: usize,
+    /// Time allowed to deliver a close frame (and read the client's) before the socket is dropped.
+    pub close_timeout: Duration,
+    /// Channels one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// Bad requests (malformed, denied, unknown) a connection may send before it is closed with 1008.
+    pub max_bad_requests: u32,
+    /// Most presence entries one request returns.
+    pub max_presence: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 256,
+            ping_interval: Duration::from_secs(25),
+            max_message_bytes: 64 << 10,
+            read_buffer_bytes: 4 << 10,
+            write_buffer_bytes: 8 << 10,
+            max_write_buffer_bytes: 256 << 10,
+            close_timeout: Duration::from_secs(5),
+            max_subscriptions: 64,
+            max_bad_requests: 32,
+            max_presence: 1000,
+        }
+    }
+}
+
+struct WsInner {
+    cfg: WsConfig,
+    hub: Hub,
+    auth: Arc<dyn WsAuthenticator>,
+    policy: Arc<dyn ChannelPolicy>,
+    next_id: AtomicU64,
+    live: AtomicU64,
+    connections: metrics::Gauge,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// Everything the WebSocket routes need. Cheap to clone.
+#[derive(Clone)]
+pub struct WsState {
+    inner: Arc<WsInner>,
+}
+
+impl std::fmt::Debug for WsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsState").field("cfg", &self.inner.cfg).finish_non_exhaustive()
+    }
+}
+
+impl WsState {
+    /// State over `hub` (build it with [`json_encoder`]), an authenticator and a channel policy.
+    pub fn new(cfg: WsConfig, hub: Hub, auth: Arc<dyn WsAuthenticator>, policy: Arc<dyn ChannelPolicy>) -> Self {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Self {
+            inner: Arc::new(WsInner {
+                cfg,
+                hub,
+                auth,
+                policy,
+                next_id: AtomicU64::new(1),
+                live: AtomicU64::new(0),
+                connections: metrics::gauge!("troupe_ws_connections"),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The hub connections subscribe to.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Open WebSocket connections.
+    pub fn connections(&self) -> u64 {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Close every connection with 1001 ("server shutting down"); connections upgraded afterwards are
+    /// closed the same way at once. Each finishes its close handshake within `close_timeout`.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    fn authenticate(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<WsIdentity, WsAuthError> {
+        let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+        let token = bearer.or(query_token).filter(|t| !t.is_empty()).ok_or(WsAuthError::Missing)?;
+        self.inner.auth.authenticate(token)
+    }
+}
+
+/// The frame encoder the hub must use for WebSocket clients: `{"channel":…,"offset":N,"data":…}`
+/// with `data` embedded raw (it must be a JSON document; bytes that are not UTF-8 are sent as a JSON
+/// string instead). Runs once per publish.
+pub fn json_encoder() -> Encoder {
+    Arc::new(|channel: &str, offset: u64, data: &[u8]| {
+        let mut out = Vec::with_capacity(data.len() + channel.len() + 48);
+        out.extend_from_slice(b"{\"channel\":");
+        write_json_str(&mut out, channel);
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, ",\"offset\":{offset}");
+        out.extend_from_slice(b",\"data\":");
+        match std::str::from_utf8(data) {
+            Ok(s) if !s.trim().is_empty() => out.extend_from_slice(data),
+            Ok(_) => out.extend_from_slice(b"null"),
+            Err(_) => write_json_str(&mut out, &String::from_utf8_lossy(data)),
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    })
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A valid channel name: 1–128 characters of `A-Z a-z 0-9 : _ . @ -`.
+pub fn valid_channel(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'@' | b'-'))
+}
+
+/// The WebSocket and channel routes over `ws`, to merge into the node's router.
+pub fn routes<S: Clone + Send + Sync + 'static>(ws: WsState) -> Router<S> {
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/api/v1/channels/{name}/presence", get(presence))
+        .route("/api/v1/channels/{name}/publish", post(publish))
+        .with_state(ws)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+    limit: Option<usize>,
+}
+
+fn query_token(q: &Result<Query<TokenQuery>, QueryRejection>) -> Option<&str> {
+    q.as_ref().ok().and_then(|q| q.0.token.as_deref())
+}
+
+async fn upgrade(
+    State(ws): State<WsState>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let who = ws.authenticate(&headers, query_token(&query))?;
+    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let cfg = &ws.inner.cfg;
+    Ok(upgrade
+        .read_buffer_size(cfg.read_buffer_bytes)
+        .write_buffer_size(cfg.write_buffer_bytes)
+        .max_write_buffer_size(cfg.max_write_buffer_bytes)
+        .max_message_size(cfg.max_message_bytes)
+        .max_frame_size(cfg.max_message_bytes)
+        .on_upgrade(move |socket| conn::run(ws, who, socket)))
+}
+
+#[derive(Serialize)]
+struct PresenceEntry {
+    user_id: String,
+    connection_id: u64,
+}
+
+#[derive(Serialize)]
+struct PresenceBody {
+    channel: String,
+    count: usize,
+    subscribers: Vec<PresenceEntry>,
+}
+
+/// Who is subscribed to a channel; visible to whoever may subscribe to it.
+async fn presence(
+    State(ws): State<WsState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+) -> Result<Json<PresenceBody>, ApiError> {
+    let who = ws.authenticate(&headers, query_token(&query))?;
+    if !valid_channel(&name) {
+        return Err(ApiError::BadRequest("invalid channel name".into()));
+    }
+    if !ws.inner.policy.may_subscribe(&who, &name) {
+        return Err(ApiError::Forbidden(format!("no access to channel {name}")));
+    }
+    let limit = query.ok().and_then(|q| q.0.limit).unwrap_or(ws.inner.cfg.max_presence).min(ws.inner.cfg.max_presence);
+    let subscribers: Vec<PresenceEntry> = ws
+        .inner
+        .hub
+        .presence(&name, limit)
+        .into_iter()
+        .map(|p| PresenceEntry { user_id: p.user_id.to_string(), connection_id: p.connection_id })
+        .collect();
+    let count = ws.inner.hub.subscriber_count(&name);
+    Ok(Json(PresenceBody { channel: name, count, subscribers }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    data: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct Published {
+    channel: String,
+    offset: u64,
+}
+
+/// Publish `{data}` on a channel (admins only).
+async fn publish(
+    State(ws): State<WsState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+    body: Result<Json<PublishBody>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let who = ws.authenticate(&headers, query_token(&query))?;
+    if !who.is_admin {
+        return Err(ApiError::Forbidden("publishing requires the admin role".into()));
+    }
+    if !valid_channel(&name) {
+        return Err(ApiError::BadRequest("invalid channel name".into()));
+    }
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let data = serde_json::to_vec(&body.data).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let limit = ws.inner.cfg.max_message_bytes.saturating_sub(name.len() + 64);
+    if data.len() > limit {
+        return Err(ApiError::BadRequest(format!("data is {} bytes; at most {limit} fit in one frame", data.len())));
+    }
+    let hub = ws.inner.hub.clone();
+    let data = Bytes::from(data);
+    // A fan-out to thousands of queues takes milliseconds: keep it off the async workers.
+    let offset = if hub.subscriber_count(&name) > BLOCKING_FANOUT {
+        let channel = name.clone();
+        tokio::task::spawn_blocking(move || hub.publish(&channel, data))
+            .await
+            .map_err(|_| ApiError::Actors(troupe_actors::Error::Stopped { service: "channels".into() }))?
+    } else {
+        hub.publish(&name, data)
+    };
+    Ok(Json(Published { channel: name, offset }))
+}
+
+#[cfg(test)]
+mod tests;

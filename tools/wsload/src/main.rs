@@ -1,0 +1,482 @@
+//! `wsload`: measures WebSocket fan-out of Troupe's gateway.
+//!
+//! - `wsload serve`: a server with the gateway's `/ws` and channel routes over a channel hub (tokens:
+//!   `admin`, or any other string = that user id; `public:` channels are open to all).
+//! - `wsload fanout`: opens N subscribers on one channel from several 127.0.0.x source addresses, then
+//!   publishes at stepped rates through `POST /api/v1/channels/{name}/publish` with a timestamp in each
+//!   message and reports deliveries/s, delivery latency percentiles, the server's CPU-seconds per million
+//!   deliveries and its RSS per idle connection (`--server-pid`).
+//! - `wsload mem-probe`: RSS per idle tokio task vs per idle ractor actor, to choose the connection design.
+//!
+//! Collaborators: troupe-gateway (the server side), tokio-tungstenite (clients), reqwest (publisher).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use troupe_actors::channels::{Hub, HubConfig};
+use troupe_gateway::ws::{PrefixPolicy, WsAuthError, WsAuthenticator, WsConfig, WsIdentity, WsState, json_encoder};
+use troupe_gateway::{GatewayConfig, GatewayState, router};
+
+#[derive(Parser)]
+#[command(about = "WebSocket fan-out load tool for Troupe")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a bench server (gateway /ws over a hub).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+        /// Per-connection queue capacity (frames).
+        #[arg(long, default_value_t = 256)]
+        queue: usize,
+        /// Messages of history per channel.
+        #[arg(long, default_value_t = 16)]
+        history: usize,
+        /// Set TCP_NODELAY on accepted sockets.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        nodelay: bool,
+        /// WebSocket read buffer per connection (bytes).
+        #[arg(long, default_value_t = 4096)]
+        read_buffer: usize,
+        /// Tokio worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Open subscribers, publish at stepped rates, report rates and latencies.
+    Fanout {
+        /// Server address (host:port).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        server: SocketAddr,
+        /// Subscribers to open.
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Source addresses 127.0.0.2 … 127.0.0.(1+sources).
+        #[arg(long, default_value_t = 4)]
+        sources: u8,
+        #[arg(long, default_value = "public:bench")]
+        channel: String,
+        /// Publishes per second, one step each (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "10,20,40")]
+        rates: Vec<u32>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// Pid of the server, to read its RSS and CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Bytes of padding in each message.
+        #[arg(long, default_value_t = 0)]
+        pad: usize,
+        /// Only connect, measure RSS per idle connection, and exit.
+        #[arg(long)]
+        idle_only: bool,
+    },
+    /// In-process hub fan-out cost, no sockets: publish to N subscriber queues.
+    HubBench {
+        #[arg(long, default_value_t = 15_000)]
+        subs: usize,
+        /// Publishes per round (queues are drained between rounds).
+        #[arg(long, default_value_t = 100)]
+        per_round: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+    /// RSS of N idle tokio tasks or N idle ractor actors.
+    MemProbe {
+        #[arg(long, default_value_t = 20_000)]
+        n: usize,
+        /// `task` or `actor`.
+        #[arg(long, default_value = "task")]
+        kind: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let threads = match &cli.cmd {
+        Cmd::Serve { threads, .. } if *threads > 0 => *threads,
+        _ => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve { addr, queue, history, read_buffer, nodelay, .. } => {
+                serve(addr, queue, history, read_buffer, nodelay).await
+            }
+            Cmd::Fanout { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only } => {
+                fanout(FanoutArgs { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only }).await
+            }
+            Cmd::MemProbe { n, kind } => mem_probe(n, &kind).await,
+            Cmd::HubBench { subs, per_round, rounds } => hub_bench(subs, per_round, rounds).await,
+        }
+    })
+}
+
+// --------------------------------------------------------------------------------------------------
+// Server.
+
+struct BenchAuth;
+
+impl WsAuthenticator for BenchAuth {
+    fn authenticate(&self, token: &str) -> Result<WsIdentity, WsAuthError> {
+        Ok(WsIdentity { user_id: token.to_owned(), is_admin: token == "admin" })
+    }
+}
+
+async fn serve(addr: SocketAddr, queue: usize, history: usize, read_buffer: usize, nodelay: bool) -> Result<()> {
+    let hub = Hub::new(HubConfig { history_len: history, ..HubConfig::default() }, json_encoder());
+    let cfg = WsConfig { queue_capacity: queue, read_buffer_bytes: read_buffer, ..WsConfig::default() };
+    let policy = PrefixPolicy { public_prefixes: vec!["public:".into()] };
+    let ws = WsState::new(cfg, hub, Arc::new(BenchAuth), Arc::new(policy));
+    let gw = GatewayConfig {
+        node_name: "wsload".into(),
+        version: env!("CARGO_PKG_VERSION"),
+        request_timeout: Duration::from_secs(30),
+        max_body_bytes: 1 << 20,
+        allow_kill: false,
+    };
+    let state = GatewayState::new(&gw, troupe_actors::Registry::new(), None).with_ws(ws);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    eprintln_line(&format!("wsload server pid {} on {}", std::process::id(), listener.local_addr()?));
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(nodelay);
+    });
+    axum::serve(listener, router(&gw, state)).await?;
+    Ok(())
+}
+
+#[allow(clippy::print_stderr, reason = "a command-line tool reports on stderr")]
+fn eprintln_line(s: &str) {
+    eprintln!("{s}");
+}
+
+#[allow(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
+fn report(s: &str) {
+    println!("{s}");
+}
+
+// --------------------------------------------------------------------------------------------------
+// Measurements from /proc.
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime in seconds (clock ticks of 1/100 s).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+// --------------------------------------------------------------------------------------------------
+// Latency histogram: log buckets of 5 %, from 1 µs.
+
+const BUCKETS: usize = 420;
+
+struct Hist {
+    b: Vec<AtomicU64>,
+}
+
+impl Hist {
+    fn new() -> Self {
+        Self { b: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect() }
+    }
+    fn record(&self, micros: u64) {
+        let i = ((micros.max(1) as f64).ln() / 1.05f64.ln()) as usize;
+        self.b[i.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+    fn reset(&self) {
+        for b in &self.b {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+    fn quantile(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self.b.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return 1.05f64.powi(i as i32 + 1) / 1000.0;
+            }
+        }
+        f64::INFINITY
+    }
+}
+
+// --------------------------------------------------------------------------------------------------
+// Fan-out client.
+
+struct FanoutArgs {
+    server: SocketAddr,
+    conns: usize,
+    sources: u8,
+    channel: String,
+    rates: Vec<u32>,
+    secs: u64,
+    server_pid: Option<u32>,
+    pad: usize,
+    idle_only: bool,
+}
+
+struct Shared {
+    hist: Hist,
+    delivered: AtomicU64,
+    ready: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+/// The timestamp after `"t":` in a frame, without parsing the JSON.
+fn stamp(frame: &str) -> Option<u64> {
+    let i = frame.find("\"t\":")? + 4;
+    let digits: &str = &frame[i..];
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+async fn subscriber(i: usize, a: Arc<FanoutArgs>, shared: Arc<Shared>) -> Result<()> {
+    let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % usize::from(a.sources.max(1))) as u8));
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src, 0))?;
+    let stream = sock.connect(a.server).await?;
+    let url = format!("ws://{}/ws?token=u{i}", a.server);
+    let cfg = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg)).await?;
+    ws.send(Message::text(format!(r#"{{"op":"subscribe","channel":"{}"}}"#, a.channel))).await?;
+    let mut acks = 0;
+    while acks < 2 {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str().contains("\"subscribed\"") => acks += 1,
+            Some(Ok(_)) => {}
+            _ => bail!("closed before subscribing"),
+        }
+    }
+    shared.ready.fetch_add(1, Ordering::Relaxed);
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Text(t)) => {
+                if let Some(t0) = stamp(t.as_str()) {
+                    shared.hist.record(now_micros().saturating_sub(t0));
+                    shared.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    shared.closed.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn fanout(args: FanoutArgs) -> Result<()> {
+    let a = Arc::new(args);
+    let shared = Arc::new(Shared {
+        hist: Hist::new(),
+        delivered: AtomicU64::new(0),
+        ready: AtomicUsize::new(0),
+        closed: AtomicUsize::new(0),
+    });
+    let rss0 = a.server_pid.and_then(rss_kib);
+    let started = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    for i in 0..a.conns {
+        let (a, shared, gate) = (a.clone(), shared.clone(), gate.clone());
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let ready_before = shared.ready.load(Ordering::Relaxed);
+            let task = subscriber(i, a, shared.clone());
+            tokio::pin!(task);
+            // Release the connect permit once subscribed (or failed).
+            let r = tokio::select! {
+                r = &mut task => Some(r),
+                _ = async { while shared.ready.load(Ordering::Relaxed) == ready_before { tokio::time::sleep(Duration::from_millis(5)).await } } => None,
+            };
+            drop(permit);
+            let r = match r {
+                Some(r) => r,
+                None => task.await,
+            };
+            if let Err(e) = r {
+                shared.closed.fetch_add(1, Ordering::Relaxed);
+                eprintln_line(&format!("subscriber {i}: {e:#}"));
+            }
+        });
+    }
+    while shared.ready.load(Ordering::Relaxed) + shared.closed.load(Ordering::Relaxed) < a.conns {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = shared.ready.load(Ordering::Relaxed);
+    report(&format!("connected {ready}/{} subscribers in {:.1}s", a.conns, started.elapsed().as_secs_f64()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let (Some(pid), Some(r0)) = (a.server_pid, rss0) {
+        let r1 = rss_kib(pid).unwrap_or(0);
+        report(&format!(
+            "server RSS {r0} KiB → {r1} KiB with {ready} idle subscribed connections: {:.2} KiB per connection",
+            (r1.saturating_sub(r0)) as f64 / ready.max(1) as f64
+        ));
+    }
+    if a.idle_only {
+        return Ok(());
+    }
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/channels/{}/publish", a.server, a.channel);
+    let pad = "x".repeat(a.pad);
+    for &rate in &a.rates {
+        shared.hist.reset();
+        shared.delivered.store(0, Ordering::Relaxed);
+        let cpu0 = a.server_pid.and_then(cpu_secs);
+        let t0 = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = 0u64;
+        let inflight = Arc::new(tokio::sync::Semaphore::new(64));
+        while t0.elapsed() < Duration::from_secs(a.secs) {
+            tick.tick().await;
+            let body = format!(r#"{{"data":{{"t":{},"pad":"{pad}"}}}}"#, now_micros());
+            let req = http.post(&url).bearer_auth("admin").header("content-type", "application/json").body(body);
+            let permit = inflight.clone().acquire_owned().await?;
+            tokio::spawn(async move {
+                let _ = req.send().await;
+                drop(permit);
+            });
+            sent += 1;
+        }
+        let _ = inflight.acquire_many(64).await?;
+        let alive = ready - shared.closed.load(Ordering::Relaxed).min(ready);
+        let want = sent * alive as u64;
+        let wait = Instant::now();
+        while shared.delivered.load(Ordering::Relaxed) < want && wait.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let got = shared.delivered.load(Ordering::Relaxed);
+        let cpu = match (cpu0, a.server_pid.and_then(cpu_secs)) {
+            (Some(c0), Some(c1)) => format!("{:.2}", (c1 - c0) / (got.max(1) as f64 / 1e6)),
+            _ => "-".into(),
+        };
+        report(&format!(
+            "rate {rate}/s × {alive} subs: sent {sent}, delivered {got}/{want} in {elapsed:.1}s = {:.0} deliveries/s; \
+             latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2}; server CPU-s per 1M deliveries {cpu}; closed {}",
+            got as f64 / elapsed,
+            shared.hist.quantile(0.5),
+            shared.hist.quantile(0.9),
+            shared.hist.quantile(0.99),
+            shared.hist.quantile(0.999),
+            shared.closed.load(Ordering::Relaxed)
+        ));
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------------------------------------------
+// Memory probe.
+
+#[derive(Clone)]
+struct Idle;
+
+impl ractor::Actor for Idle {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ractor::ActorRef<()>, _: ()) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+async fn mem_probe(n: usize, kind: &str) -> Result<()> {
+    let pid = std::process::id();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r0 = rss_kib(pid).unwrap_or(0);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut keep = Vec::with_capacity(n);
+    match kind {
+        "task" => {
+            for _ in 0..n {
+                let stop = stop.clone();
+                keep.push(tokio::spawn(async move { stop.notified().await }));
+            }
+        }
+        "actor" => {
+            let mut actors = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (a, h) = ractor::Actor::spawn(None, Idle, ()).await?;
+                actors.push(a);
+                keep.push(h);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let r1 = rss_kib(pid).unwrap_or(0);
+            report(&format!("{n} idle ractor actors: {:.2} KiB each", (r1 - r0) as f64 / n as f64));
+            for a in actors {
+                a.stop(None);
+            }
+            return Ok(());
+        }
+        other => bail!("unknown kind {other}: task or actor"),
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r1 = rss_kib(pid).unwrap_or(0);
+    report(&format!("{n} idle tokio tasks: {:.2} KiB each", (r1 - r0) as f64 / n as f64));
+    stop.notify_waiters();
+    Ok(())
+}
+
+// --------------------------------------------------------------------------------------------------
+// Hub-only fan-out cost.
+
+async fn hub_bench(subs: usize, per_round: usize, rounds: usize) -> Result<()> {
+    let hub = Hub::new(HubConfig { history_len: 16, ..HubConfig::default() }, json_encoder());
+    let subscribers: Vec<troupe_actors::channels::Subscriber> =
+        (0..subs).map(|i| troupe_actors::channels::Subscriber::new(i as u64, "u", per_round + 16)).collect();
+    for s in &subscribers {
+        hub.subscribe("public:bench", s, None);
+    }
+    let data = bytes::Bytes::from_static(br#"{"t":1700000000000000,"pad":""}"#);
+    let mut spent = Duration::ZERO;
+    let mut buf = Vec::new();
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        for _ in 0..per_round {
+            hub.publish("public:bench", data.clone());
+        }
+        spent += t0.elapsed();
+        for s in &subscribers {
+            buf.clear();
+            s.next_batch(&mut buf).await;
+        }
+    }
+    let deliveries = (subs * per_round * rounds) as f64;
+    report(&format!(
+        "hub only: {} publishes to {subs} subscribers: {:.1} ns per delivery, {:.2} M deliveries/s on one thread, {:.2} ms per publish; slow {}",
+        per_round * rounds,
+        spent.as_nanos() as f64 / deliveries,
+        deliveries / spent.as_secs_f64() / 1e6,
+        spent.as_secs_f64() * 1e3 / (per_round * rounds) as f64,
+        hub.slow_consumers()
+    ));
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! one node — observability, the supervision tree, the gateway — and stops it in reverse on SIGTERM or
 //! SIGINT. Errors at this edge are `anyhow`; each is one clear line on stderr and exit code 1.
 
+mod app;
 mod node;
 mod system;
 
@@ -79,6 +80,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config(ConfigCommand::Check(source)) => match load(&source, &[]) {
             Ok(cfg) => {
+                for warning in cfg.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 print!("{}", cfg.to_redacted_toml());
                 ExitCode::SUCCESS
             }

@@ -46,7 +46,12 @@ fn check_data_dir(cfg: &NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn root_spec(cfg: &NodeConfig, registry: &Registry, prometheus: &PrometheusHandle) -> SupervisorSpec {
+fn root_spec(
+    cfg: &NodeConfig,
+    registry: &Registry,
+    prometheus: &PrometheusHandle,
+    app_children: Vec<ChildSpec>,
+) -> SupervisorSpec {
     let s = &cfg.supervisor;
     let b = &cfg.breaker;
     let apply = |spec: SupervisorSpec| {
@@ -64,7 +69,14 @@ fn root_spec(cfg: &NodeConfig, registry: &Registry, prometheus: &PrometheusHandl
     let system = apply(SupervisorSpec::new("system"))
         .strategy(Strategy::OneForOne)
         .child(Sampler::spec(registry.clone(), Some(prometheus.clone())));
-    apply(SupervisorSpec::new("troupe")).strategy(Strategy::OneForOne).child(ChildSpec::supervisor(system))
+    let mut services = apply(SupervisorSpec::new("services")).strategy(Strategy::OneForOne);
+    for child in app_children {
+        services = services.child(child);
+    }
+    apply(SupervisorSpec::new("troupe"))
+        .strategy(Strategy::OneForOne)
+        .child(ChildSpec::supervisor(system))
+        .child(ChildSpec::supervisor(services))
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -100,8 +112,13 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         TcpListener::bind(cfg.http.addr).await.with_context(|| format!("cannot listen on {}", cfg.http.addr))?;
     let addr: SocketAddr = listener.local_addr().context("listener address")?;
 
+    for warning in cfg.warnings() {
+        tracing::warn!(%warning, "configuration");
+    }
     let registry = Registry::new();
-    let mut root = Supervisor::start_root(root_spec(&cfg, &registry, &prometheus), registry.clone())
+    let mut app = crate::app::build(&cfg, &store, &registry)?;
+    let app_children = std::mem::take(&mut app.children);
+    let mut root = Supervisor::start_root(root_spec(&cfg, &registry, &prometheus, app_children), registry.clone())
         .await
         .context("cannot start the supervision tree")?;
 
@@ -112,12 +129,13 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         max_body_bytes: cfg.http.max_body_bytes,
         allow_kill: cfg.admin.allow_kill,
     };
-    let state = GatewayState::new(&gw_cfg, registry.clone(), Some(prometheus));
-    let app = troupe_gateway::router(&gw_cfg, state.clone());
+    let state = GatewayState::new(&gw_cfg, registry.clone(), Some(prometheus)).with_ws(app.ws.clone());
+    let sweeper = app.hub.spawn_sweeper(crate::app::HUB_SWEEP);
+    let router = troupe_gateway::router(&gw_cfg, state.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = stop_rx.await;
             })
@@ -145,6 +163,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     // 1. Stop accepting and let in-flight requests finish (readiness turns 503 first).
     state.start_draining();
     let _ = stop_tx.send(());
+    // WebSocket connections are long-lived: close them (1001 "going away") so the server can drain.
+    app.ws.shutdown();
+    sweeper.abort();
     match tokio::time::timeout(grace, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server stopped with an error"),

@@ -439,12 +439,22 @@ struct Writer {
     failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// One request's staged writes.
+struct Staging {
+    local: Overlay,
+    appends: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    results: Vec<u64>,
+    next_outbox: u64,
+}
+
 /// Where a write request's outcome goes.
 type Reply = oneshot::Sender<Result<Vec<u64>>>;
 
 /// The group being staged.
 struct Open {
     overlay: Overlay,
+    /// New event rows (table id, key, value), written after the overlay.
+    appends: Vec<(u32, Vec<u8>, Vec<u8>)>,
     accepted: Vec<(Reply, Vec<u64>)>,
     /// Refused requests are answered after the group is written, so a loser that re-reads at once sees
     /// the winner's write instead of conflicting again on the old state.
@@ -458,6 +468,7 @@ impl Open {
     fn new(outbox_before: u64) -> Self {
         Self {
             overlay: Overlay::new(),
+            appends: Vec::new(),
             accepted: Vec::new(),
             refused: Vec::new(),
             requests: 0,
@@ -471,6 +482,7 @@ impl Open {
 struct Staged {
     seq: u64,
     overlay: Arc<Overlay>,
+    appends: Vec<(u32, Vec<u8>, Vec<u8>)>,
     /// The outbox counter to persist with this group, if it moved.
     next_outbox: Option<u64>,
     keyspaces: Vec<Keyspace>,
@@ -604,10 +616,11 @@ impl Writer {
         open.requests += 1;
         open.bytes += req.batch.payload_bytes();
         match self.stage(req.batch, req.now_ms, &open.overlay) {
-            Ok((local, results, next_outbox)) => {
-                open.overlay.extend(local);
-                self.next_outbox = next_outbox;
-                open.accepted.push((req.reply, results));
+            Ok(staging) => {
+                open.overlay.extend(staging.local);
+                open.appends.extend(staging.appends);
+                self.next_outbox = staging.next_outbox;
+                open.accepted.push((req.reply, staging.results));
             }
             Err(e) => open.refused.push((req.reply, e)),
         }
@@ -626,6 +639,7 @@ impl Writer {
         let staged = Staged {
             seq,
             overlay,
+            appends: group.appends,
             next_outbox,
             keyspaces: self.keyspaces.clone(),
             accepted: group.accepted,
@@ -660,11 +674,14 @@ impl Writer {
     /// `WriteBatch::append_events`. So once a batch's head-row condition held at head version `h`, its
     /// event rows with versions above `h` are known to be absent and their `Absent` checks need no read —
     /// the read per event was most of the writer's time on large appends.
-    #[allow(clippy::type_complexity, reason = "private helper; the tuple is unpacked right at the call site")]
-    fn stage(&mut self, batch: WriteBatch, now_ms: u64, overlay: &Overlay) -> Result<(Overlay, Vec<u64>, u64)> {
+    fn stage(&mut self, batch: WriteBatch, now_ms: u64, overlay: &Overlay) -> Result<Staging> {
         let mut local = Overlay::new();
+        // New event rows: known absent, never read back by a later request, so they skip the overlay.
+        let mut appends = Vec::new();
         let mut results = Vec::with_capacity(batch.ops.len());
         let mut next_outbox = self.next_outbox;
+        // The last partition's encoding (an append's rows all share one).
+        let mut last_prefix: Option<(Key, Vec<u8>)> = None;
         // Aggregates (encoded pk) whose head row this batch checked, with the head version found.
         let mut heads: Vec<(Vec<u8>, u64)> = Vec::new();
         for op in batch.ops {
@@ -684,7 +701,14 @@ impl Writer {
                 }
             };
             let tid = self.table_id(&table)?;
-            let prefix = partition_prefix(&pk);
+            let prefix = match &last_prefix {
+                Some((k, p)) if *k == pk => p.clone(),
+                _ => {
+                    let p = partition_prefix(&pk);
+                    last_prefix = Some((pk.clone(), p.clone()));
+                    p
+                }
+            };
             let mut key = prefix.clone();
             ck.encode_into(&mut key);
             let gk = (tid, key);
@@ -745,6 +769,10 @@ impl Writer {
                 }
             }
             match new_value {
+                Some(payload) if known_absent => {
+                    appends.push((gk.0, gk.1, Stored { version: 1, expires_at_ms, payload }.encode()));
+                    results.push(1);
+                }
                 Some(payload) => {
                     let version = found.version + 1;
                     local.insert(gk, Some(Stored { version, expires_at_ms, payload }.encode()));
@@ -756,7 +784,7 @@ impl Writer {
                 }
             }
         }
-        Ok((local, results, next_outbox))
+        Ok(Staging { local, appends, results, next_outbox })
     }
 }
 
@@ -768,13 +796,13 @@ fn commit_loop(
     from_stager: &std::sync::mpsc::Receiver<Staged>,
     wake: &mpsc::WeakSender<Command>,
 ) {
-    while let Ok(staged) = from_stager.recv() {
+    while let Ok(mut staged) = from_stager.recv() {
         let outcome = if failed.load(Ordering::Acquire) {
             Err("an earlier group commit failed".to_owned())
         } else if staged.accepted.is_empty() {
             Ok(())
         } else {
-            write_group(shared, &staged)
+            write_group(shared, &mut staged)
         };
         if outcome.is_err() {
             failed.store(true, Ordering::Release);
@@ -802,7 +830,7 @@ fn commit_loop(
     }
 }
 
-fn write_group(shared: &Shared, staged: &Staged) -> Result<(), String> {
+fn write_group(shared: &Shared, staged: &mut Staged) -> Result<(), String> {
     let mut batch = shared.db.batch().durability(Some(PersistMode::SyncAll));
     for ((table, key), value) in staged.overlay.iter() {
         let ks = staged.keyspaces.get(*table as usize).ok_or("unknown table id")?;
@@ -810,6 +838,10 @@ fn write_group(shared: &Shared, staged: &Staged) -> Result<(), String> {
             Some(v) => batch.insert(ks, key.as_slice(), v.as_slice()),
             None => batch.remove(ks, key.as_slice()),
         }
+    }
+    for (table, key, value) in std::mem::take(&mut staged.appends) {
+        let ks = staged.keyspaces.get(table as usize).ok_or("unknown table id")?;
+        batch.insert(ks, key, value);
     }
     if let Some(next) = staged.next_outbox {
         let meta = shared.keyspace(META_TABLE).map_err(|e| e.to_string())?;

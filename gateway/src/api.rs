@@ -187,7 +187,12 @@ pub(crate) fn cors_layer(state: &GatewayState) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(origin)
             .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, h(crate::REQUEST_ID_HEADER), h(TRACEPARENT_HEADER)])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                h(crate::REQUEST_ID_HEADER),
+                h(TRACEPARENT_HEADER),
+            ])
             .expose_headers([
                 h(crate::REQUEST_ID_HEADER),
                 h(TRACEPARENT_HEADER),

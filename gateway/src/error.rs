@@ -230,7 +230,9 @@ impl ApiError {
         let retryable = match self {
             Self::RequestTimeout(_) | Self::NotConfigured(_) => true,
             Self::Actors(e) | Self::Notifications(NotificationError::Service(e)) => e.is_retryable(),
-            Self::Service(e) => e.retry_after().is_some() || matches!(e, ServiceError::Overloaded | ServiceError::Timeout),
+            Self::Service(e) => {
+                e.retry_after().is_some() || matches!(e, ServiceError::Overloaded | ServiceError::Timeout)
+            }
             _ => false,
         };
         match self {
@@ -381,11 +383,8 @@ pub(crate) async fn request_scope(req: axum::extract::Request, next: axum::middl
 /// Middleware: a declared `Content-Length` above `limit` is refused with a 413 problem before the body is
 /// read (bodies without a length are cut off by `DefaultBodyLimit` in the extractors, also 413).
 pub(crate) async fn body_limit(limit: usize, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return ApiError::Input(
             StatusCode::PAYLOAD_TOO_LARGE,

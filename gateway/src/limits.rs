@@ -128,8 +128,8 @@ impl Limiter {
         let quota = Quota::per_second(per_second).allow_burst(burst);
         let limiter = RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>();
         let window = rate.burst.div_ceil(rate.per_second).max(1);
-        let policy = HeaderValue::from_str(&format!("\"{}\";q={};w={window}", class.name(), rate.burst))
-            .map_err(|_| bad())?;
+        let policy =
+            HeaderValue::from_str(&format!("\"{}\";q={};w={window}", class.name(), rate.burst)).map_err(|_| bad())?;
         Ok(Self { rate, limiter, policy })
     }
 

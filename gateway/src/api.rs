@@ -25,8 +25,6 @@ use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
-use axum::response::Response;
 use serde::de::DeserializeOwned;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use troupe_actors::bus::EventBus;
@@ -227,29 +225,21 @@ pub(crate) fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
     ok.then_some((trace, flags))
 }
 
+/// `bytes` random bytes as lowercase hex, never all zero (ids, not secrets: a fast thread-local PRNG).
 fn random_hex(bytes: usize) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes * 2);
-    let mut left = bytes;
-    while left > 0 {
-        let word = fastrand_u64().to_be_bytes();
-        for b in word.iter().take(left.min(8)) {
-            let _ = write!(s, "{b:02x}");
-        }
-        left = left.saturating_sub(8);
+    for i in 0..bytes {
+        // The first byte is never zero, so the id is never all zero.
+        let b = if i == 0 { fastrand::u8(1..) } else { fastrand::u8(..) };
+        let _ = write!(s, "{b:02x}");
     }
     s
 }
 
-/// 64 random bits, never zero (UUIDv4 randomness: no extra dependency).
-fn fastrand_u64() -> u64 {
-    let v = uuid::Uuid::new_v4().as_u64_pair().0;
-    if v == 0 { 1 } else { v }
-}
-
-/// Middleware: continues the caller's trace (or starts one), records the trace id on the request span,
-/// hands handlers a [`TraceContext`] and echoes `traceparent` on the response.
-pub(crate) async fn traceparent(mut req: Request, next: Next) -> Response {
+/// Continues the caller's trace (or starts one) with the gateway's own span id: records the trace id on
+/// the request span, hands handlers a [`TraceContext`], and returns the `traceparent` to echo.
+pub(crate) fn begin_trace(req: &mut Request) -> Option<HeaderValue> {
     let incoming = req.headers().get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
     let value = match incoming {
         Some((trace, flags)) => format!("00-{trace}-{}-{flags}", random_hex(8)),
@@ -260,11 +250,7 @@ pub(crate) async fn traceparent(mut req: Request, next: Next) -> Response {
     }
     let header = HeaderValue::from_str(&value).ok();
     req.extensions_mut().insert(TraceContext(value));
-    let mut resp = next.run(req).await;
-    if let Some(h) = header {
-        resp.headers_mut().insert(HeaderName::from_static(TRACEPARENT_HEADER), h);
-    }
-    resp
+    header
 }
 
 /// Extractor of the request's [`TraceContext`] (`None` when the traceparent middleware did not run).

@@ -351,13 +351,9 @@ pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Per-request deadline: a handler still running after `limit` is dropped and the client gets a 504
-/// problem document.
-pub(crate) async fn deadline(limit: Duration, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::RequestTimeout(limit).into_response(),
-    }
+tokio::task_local! {
+    /// The request being served on this task (set by [`edge`]).
+    static REQUEST: RequestInfo;
 }
 
 /// What a problem document needs to know about the request it answers.
@@ -367,31 +363,44 @@ pub(crate) struct RequestInfo {
     path: String,
 }
 
-tokio::task_local! {
-    /// The request being served on this task (set by [`request_scope`]).
-    static REQUEST: RequestInfo;
-}
-
-/// Middleware: makes the request id and path available to every problem document built while the
-/// request is served (runs inside the request-id layer).
-pub(crate) async fn request_scope(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// The gateway's edge middleware, one layer for speed (each `from_fn` layer boxes and moves the whole
+/// future below it): makes the request id and path available to every problem document built while the
+/// request is served, refuses a declared `Content-Length` above `max_body` with a 413 problem before the
+/// body is read (bodies without a length are cut off by `DefaultBodyLimit` in the extractors, also 413),
+/// continues or starts the W3C trace (`crate::api::begin_trace`, echoed as `traceparent`), and applies the
+/// per-request deadline (504 problem). Runs inside the request-id layer.
+pub(crate) async fn edge(
+    timeout: Duration,
+    max_body: usize,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let id = req.headers().get(crate::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let info = RequestInfo { id, path: req.uri().path().to_owned() };
-    REQUEST.scope(info, next.run(req)).await
-}
-
-/// Middleware: a declared `Content-Length` above `limit` is refused with a 413 problem before the body is
-/// read (bodies without a length are cut off by `DefaultBodyLimit` in the extractors, also 413).
-pub(crate) async fn body_limit(limit: usize, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return ApiError::Input(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            format!("the request body exceeds {limit} bytes"),
-        )
-        .into_response();
-    }
-    next.run(req).await
+    REQUEST
+        .scope(info, async move {
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max_body as u64) {
+                return ApiError::Input(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    format!("the request body exceeds {max_body} bytes"),
+                )
+                .into_response();
+            }
+            let traceparent = crate::api::begin_trace(&mut req);
+            let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(resp) => resp,
+                Err(_) => ApiError::RequestTimeout(timeout).into_response(),
+            };
+            if let Some(tp) = traceparent {
+                resp.headers_mut().insert(crate::api::TRACEPARENT_HEADER, tp);
+            }
+            resp
+        })
+        .await
 }

@@ -38,6 +38,9 @@ use crate::api::SettingsError;
 use crate::auth::{AuthOutcome, outcome};
 use crate::{ApiError, GatewayState};
 
+/// Set once the missing-`ConnectInfo` warning was logged.
+static NO_PEER_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How often idle keys are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -279,6 +282,12 @@ pub(crate) async fn middleware(State(state): State<GatewayState>, req: Request, 
         (Class::Read | Class::Write, AuthOutcome::Valid(p)) => Key::User(p.user_id),
         _ => {
             let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            if peer.is_none() && !NO_PEER_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "no ConnectInfo<SocketAddr> on requests: serve with into_make_service_with_connect_info; until \
+                     then all anonymous clients share one rate-limit bucket"
+                );
+            }
             Key::Ip(client_ip(peer, &parts.headers, &state.api().trusted_proxies))
         }
     };

@@ -704,3 +704,34 @@ fn traceparent_parsing_follows_the_w3c_format() {
         assert_eq!(parse_traceparent(bad), None, "{bad}");
     }
 }
+
+proptest::proptest! {
+    /// The gateway continues any valid incoming trace: same trace id and flags, a fresh valid span id.
+    #[test]
+    fn begin_trace_continues_valid_traces(trace in "[0-9a-f]{31}[1-9a-f]", parent in "[1-9a-f][0-9a-f]{15}", flags in "[0-9a-f]{2}") {
+        let incoming = format!("00-{trace}-{parent}-{flags}");
+        let mut req = axum::http::Request::builder()
+            .header("traceparent", &incoming)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let out = super::begin_trace(&mut req).unwrap();
+        let out = out.to_str().unwrap();
+        let (t, f) = parse_traceparent(out).unwrap();
+        proptest::prop_assert_eq!(t, trace.as_str());
+        proptest::prop_assert_eq!(f, flags.as_str());
+        proptest::prop_assert_eq!(&req.extensions().get::<super::TraceContext>().unwrap().0, out);
+    }
+
+    /// Anything that is not a valid traceparent starts a new, valid trace.
+    #[test]
+    fn begin_trace_replaces_garbage(garbage in "\\PC{0,80}") {
+        let mut req = axum::http::Request::builder().body(axum::body::Body::empty()).unwrap();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&garbage) {
+            req.headers_mut().insert("traceparent", v);
+        }
+        let out = super::begin_trace(&mut req).unwrap();
+        let out = out.to_str().unwrap();
+        proptest::prop_assert!(parse_traceparent(out).is_some(), "{}", out);
+        proptest::prop_assert!(parse_traceparent(&garbage).is_none() || out.get(3..35) == garbage.get(3..35));
+    }
+}

@@ -75,3 +75,17 @@ fn idle_keys_are_pruned() {
     limits.prune();
     assert_eq!(limits.len(), 0);
 }
+
+proptest::proptest! {
+    /// An address keeps its block's prefix bits and varies only host bits: it is inside the block, and
+    /// flipping a prefix bit takes it out.
+    #[test]
+    fn cidr_contains_exactly_its_prefix(net in proptest::prelude::any::<u32>(), host in proptest::prelude::any::<u32>(), prefix in 1u8..=32) {
+        let cidr: IpCidr = format!("{}/{prefix}", std::net::Ipv4Addr::from(net)).parse().unwrap();
+        let mask = u32::MAX << (32 - u32::from(prefix));
+        let inside = (net & mask) | (host & !mask);
+        proptest::prop_assert!(cidr.contains(IpAddr::from(std::net::Ipv4Addr::from(inside))));
+        let flipped = inside ^ (1u32 << (32 - u32::from(prefix)));
+        proptest::prop_assert!(!cidr.contains(IpAddr::from(std::net::Ipv4Addr::from(flipped))));
+    }
+}

@@ -12,6 +12,7 @@ use troupe_actors::channels::{Hub, HubConfig};
 use troupe_actors::{Backoff, ChildSpec, Registry};
 use troupe_config::{JwtKeyMaterial, NodeConfig};
 use troupe_gateway::ws::{PrefixPolicy, WsAuthError, WsAuthenticator, WsConfig, WsIdentity, WsState};
+use troupe_gateway::{HttpSettings, Rate, RateLimitSettings};
 use troupe_services::notifications::{
     self, NotificationConfig, NotificationHandler, NotificationService, NotificationSink,
 };
@@ -20,7 +21,6 @@ use troupe_storage::Store;
 
 /// What the node starts for the application and hands to the gateway.
 pub struct App {
-    pub services: DomainServices,
     pub tokens: Tokens,
     pub bus: EventBus,
     pub hub: Hub,
@@ -132,7 +132,24 @@ pub fn build(cfg: &NodeConfig, store: &Store, registry: &Registry) -> anyhow::Re
     let mut children = services.child_specs();
     children.push(notifier.child_spec());
     children.push(bus.child_spec("bus"));
-    Ok(App { services, tokens, bus, hub, ws, children })
+    Ok(App { tokens, bus, hub, ws, children })
+}
+
+/// The gateway's CORS, proxy and rate-limit settings from `[gateway]`.
+pub fn http_settings(cfg: &NodeConfig) -> HttpSettings {
+    let g = &cfg.gateway;
+    let rate = |r: &troupe_config::RateLimit| Rate { per_second: r.per_second.get(), burst: r.burst.get() };
+    HttpSettings {
+        cors_origins: g.cors_allowed_origins.clone(),
+        trusted_proxies: g.trusted_proxies.iter().map(ToString::to_string).collect(),
+        rate_limits: RateLimitSettings {
+            enabled: g.rate_limit.enabled,
+            auth: rate(&g.rate_limit.auth),
+            read: rate(&g.rate_limit.read),
+            write: rate(&g.rate_limit.write),
+            anonymous: rate(&g.rate_limit.per_ip),
+        },
+    }
 }
 
 /// How often the hub drops channels whose history expired and that nobody subscribes to.

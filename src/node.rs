@@ -129,13 +129,25 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         max_body_bytes: cfg.http.max_body_bytes,
         allow_kill: cfg.admin.allow_kill,
     };
-    let state = GatewayState::new(&gw_cfg, registry.clone(), Some(prometheus)).with_ws(app.ws.clone());
+    let state = GatewayState::new(&gw_cfg, registry.clone(), Some(prometheus))
+        .with_ws(app.ws.clone())
+        .with_services(
+            troupe_services::Clients::from_registry(&registry).context("service clients")?,
+            app.tokens.clone(),
+        )
+        .with_notifications(
+            troupe_services::notifications::NotificationClient::from_registry(&registry)
+                .context("notification client")?,
+        )
+        .with_bus(app.bus.clone())
+        .with_http(&crate::app::http_settings(&cfg))
+        .context("gateway settings")?;
     let sweeper = app.hub.spawn_sweeper(crate::app::HUB_SWEEP);
     let router = troupe_gateway::router(&gw_cfg, state.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async {
                 let _ = stop_rx.await;
             })

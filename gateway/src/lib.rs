@@ -1,13 +1,19 @@
 //! `troupe-gateway`: the node's single HTTP entry point. It owns routing, the middleware stack
 //! (request ids, tracing, timeouts, body limits) and the one place where errors from every crate become
 //! HTTP statuses and `application/problem+json` bodies. Today it serves the operator endpoints —
-//! liveness, readiness, Prometheus metrics and the live supervision tree; the service, WebSocket and
-//! pipeline routes join it with their issues.
+//! liveness, readiness, Prometheus metrics and the live supervision tree — and, once the domain
+//! services are attached ([`GatewayState::with_services`] and friends), the REST API under `/api/v1`
+//! (`api`), bearer authentication (`auth`), rate limits (`limits`) and the OpenAPI document (`openapi`).
 //!
 //! Collaborators: axum + tower-http (HTTP), `troupe-actors` (the [`Registry`] it observes and the
-//! `ServiceRef`s it calls), metrics-exporter-prometheus (rendering `/metrics`).
+//! `ServiceRef`s it calls), `troupe-services` (typed clients, token verification),
+//! metrics-exporter-prometheus (rendering `/metrics`).
 
+mod api;
+mod auth;
 mod error;
+mod limits;
+mod openapi;
 mod system;
 pub mod ws;
 
@@ -22,7 +28,11 @@ use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, 
 use tower_http::trace::TraceLayer;
 use troupe_actors::Registry;
 
+pub use api::{HttpSettings, SettingsError, TRACEPARENT_HEADER};
+pub use auth::{Authenticated, MaybeAuthenticated};
 pub use error::{ApiError, Problem};
+pub use limits::{Rate, RateLimitSettings};
+pub use openapi::{DOCS_PATH, OPENAPI_PATH, openapi_json};
 
 /// The header carrying each request's correlation id (generated when the client sends none).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -32,6 +42,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct GatewayState {
     inner: Arc<Inner>,
     ws: Option<ws::WsState>,
+    /// The domain-service handles and HTTP settings of the REST API (attached with the `with_*` builders).
+    api: Arc<api::ApiState>,
 }
 
 struct Inner {
@@ -73,6 +85,7 @@ impl GatewayState {
                 draining: AtomicBool::new(false),
             }),
             ws: None,
+            api: Arc::new(api::ApiState::default()),
         }
     }
 
@@ -106,19 +119,31 @@ pub fn router(cfg: &GatewayConfig, state: GatewayState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<axum::body::Body>| {
         let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        tracing::info_span!(
+            "http",
+            method = %req.method(),
+            path = %req.uri().path(),
+            request_id = %id,
+            trace_id = tracing::field::Empty
+        )
     });
     let timeout = cfg.request_timeout;
+    let max_body = cfg.max_body_bytes;
+    let cors = api::cors_layer(&state);
+    limits::start_pruning(&state);
     let mut routes = system::routes();
     if let Some(ws) = &state.ws {
         routes = routes.merge(ws::routes(ws.clone()));
     }
     routes
+        .merge(api::routes(&state))
+        .merge(openapi::routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes))
-        .layer(axum::middleware::from_fn(move |req, next| error::deadline(timeout, req, next)))
+        .layer(axum::middleware::from_fn(move |req, next| error::edge(timeout, max_body, req, next)))
+        .layer(tower::util::option_layer(cors))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeUuid))

@@ -144,8 +144,9 @@ async fn slow_requests_get_a_504_problem() {
             "late"
         }),
     );
-    let app =
-        slow.layer(axum::middleware::from_fn(|req, next| crate::error::deadline(Duration::from_secs(1), req, next)));
+    let app = slow.layer(axum::middleware::from_fn(|req, next| {
+        crate::error::edge(Duration::from_secs(1), usize::MAX, req, next)
+    }));
     let resp = app.oneshot(Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();
     let (status, headers, body) = json(resp).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);

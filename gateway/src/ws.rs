@@ -60,7 +60,10 @@ pub enum WsAuthError {
 
 impl From<WsAuthError> for ApiError {
     fn from(e: WsAuthError) -> Self {
-        ApiError::Unauthorized(e.to_string())
+        match e {
+            WsAuthError::Missing => ApiError::Unauthorized("a bearer token is required"),
+            WsAuthError::Invalid(_) => ApiError::InvalidToken("the token is invalid or expired"),
+        }
     }
 }
 

@@ -56,7 +56,7 @@ impl Ctx {
 /// One page of a list. `next_cursor` is opaque; pass it back as `cursor` for the next page. `None` means
 /// the end was reached. A page may hold fewer than `limit` items (filters apply to a bounded number of
 /// index rows per page) and still have a `next_cursor`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// Items in list order.
     pub items: Vec<T>,

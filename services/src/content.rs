@@ -61,7 +61,7 @@ pub const LIST_SCAN_BUDGET: usize = 1000;
 const READ_CONCURRENCY: usize = 16;
 
 /// A content item as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContentItem {
     /// Id (UUIDv7).
     pub id: String,
@@ -183,7 +183,7 @@ fn check_body(body: &str) -> Result<String> {
 }
 
 /// `POST /content` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewContent {
     /// Title, 1..=200 characters.
@@ -196,7 +196,7 @@ pub struct NewContent {
 }
 
 /// `PATCH /content/{id}` body (absent fields stay).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentPatch {
     /// New title.

@@ -78,7 +78,7 @@ impl NotificationSink for NoopSink {
 }
 
 /// One notification, as stored, listed and pushed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     /// `{created_at}-{event_id}`: what [`NotificationClient::mark_read`] takes and list cursors are.
     pub id: String,
@@ -104,7 +104,7 @@ pub struct Notification {
 }
 
 /// One page of notifications, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NotificationPage {
     /// The notifications.
     pub items: Vec<Notification>,

@@ -41,7 +41,7 @@ pub const MAX_EDGES_REMOVED_ON_DELETE: usize = 1000;
 pub const MAX_QUERY_LEN: usize = 254;
 
 /// A user as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     /// Id (UUIDv7).
     pub id: String,
@@ -122,7 +122,7 @@ pub(crate) async fn load_user(store: &Store, id: &str) -> Result<Option<(Row, Us
 }
 
 /// `PATCH /users/{id}` body.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     /// New display name.

@@ -391,9 +391,13 @@ async fn client_ops_are_served_while_frames_stream_continuously() {
     let publisher = {
         let stop = stop.clone();
         tokio::spawn(async move {
+            // A steady stream the client can keep up with (an unthrottled loop outruns any reader on a
+            // busy machine, and the client would rightly be closed as a slow consumer).
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                hub.publish("public:stream", Bytes::from_static(b"1"));
-                tokio::task::yield_now().await;
+                for _ in 0..8 {
+                    hub.publish("public:stream", Bytes::from_static(b"1"));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
     };

@@ -7,7 +7,7 @@
 //! earlier requests in the same group, merges the accepted ones into one fjall batch and commits it with
 //! `PersistMode::SyncAll`, then answers them all. One fsync is shared by every writer in the group, and a
 //! write is acknowledged only once it is on disk (fjall makes a batch visible after its persist).
-//! Reads run on tokio's blocking pool. Expired rows are hidden on read at once, and removed from disk by
+//! Point reads run inline (bounded work); scans run on tokio's blocking pool. Expired rows are hidden on read at once, and removed from disk by
 //! a compaction filter (`TtlFilter`) when fjall next compacts the table that holds them; "now" for the
 //! filter is the latest clock reading the backend has been given, so a test's manual clock governs
 //! removal too. A removed row's version starts again at 1 when it is written anew, as after a delete.
@@ -856,12 +856,11 @@ impl Backend for FjallBackend {
     }
 
     fn get<'a>(&'a self, table: &'a str, pk: &'a Key, ck: &'a Key, now_ms: u64) -> BoxFuture<'a, Result<Option<Row>>> {
-        async move {
-            let shared = self.shared()?;
-            let (table, pk, ck) = (table.to_owned(), pk.clone(), ck.clone());
-            tokio::task::spawn_blocking(move || shared.get(&table, &pk, &ck, now_ms)).await.map_err(io)?
-        }
-        .boxed()
+        // A point read is bounded work (memtables, then at most one block per level, usually from the
+        // block cache or the page cache: microseconds), so it runs inline. Handing it to the blocking pool
+        // cost ~7× the read itself (measured: 62k → 448k direct `get`s/s). Scans, whose work grows with
+        // the range, stay on the blocking pool.
+        async move { self.shared()?.get(table, pk, ck, now_ms) }.boxed()
     }
 
     fn scan<'a>(&'a self, table: &'a str, pk: &'a Key, scan: &'a Scan, now_ms: u64) -> BoxFuture<'a, Result<Page>> {

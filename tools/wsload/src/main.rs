@@ -5,7 +5,9 @@
 //! - `wsload fanout`: opens N subscribers on one channel from several 127.0.0.x source addresses, then
 //!   publishes at stepped rates through `POST /api/v1/channels/{name}/publish` with a timestamp in each
 //!   message and reports deliveries/s, delivery latency percentiles, the server's CPU-seconds per million
-//!   deliveries and its RSS per idle connection (`--server-pid`).
+//!   deliveries and its RSS per idle connection (`--server-pid`). `--procs P` spreads the subscribers over
+//!   P child processes (one process holds at most ~19k sockets here), which report their latency
+//!   histograms back; the figures are summed histograms, not averaged percentiles.
 //! - `wsload mem-probe`: RSS per idle tokio task vs per idle ractor actor, to choose the connection design.
 //!
 //! Collaborators: troupe-gateway (the server side), tokio-tungstenite (clients), reqwest (publisher).
@@ -82,6 +84,25 @@ enum Cmd {
         /// Only connect, measure RSS per idle connection, and exit.
         #[arg(long)]
         idle_only: bool,
+        /// Client processes holding the subscribers (0 = this process). Each holds conns/procs sockets,
+        /// so one process stays under `ulimit -n`, and reports its latency histogram to this one.
+        #[arg(long, default_value_t = 0)]
+        procs: usize,
+    },
+    /// (Internal) one client process of `fanout --procs`: opens subscribers, answers `snap`/`reset` on
+    /// stdin with its counters on stdout.
+    #[command(hide = true)]
+    SubWorker {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        conns: usize,
+        #[arg(long)]
+        sources: u8,
+        #[arg(long)]
+        channel: String,
     },
     /// In-process hub fan-out cost, no sockets: publish to N subscriber queues.
     HubBench {
@@ -115,8 +136,23 @@ fn main() -> Result<()> {
             Cmd::Serve { addr, queue, history, read_buffer, nodelay, .. } => {
                 serve(addr, queue, history, read_buffer, nodelay).await
             }
-            Cmd::Fanout { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only } => {
-                fanout(FanoutArgs { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only }).await
+            Cmd::Fanout { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only, procs } => {
+                let args = FanoutArgs { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only };
+                fanout(args, procs).await
+            }
+            Cmd::SubWorker { server, first, conns, sources, channel } => {
+                let args = FanoutArgs {
+                    server,
+                    conns,
+                    sources,
+                    channel,
+                    rates: Vec::new(),
+                    secs: 0,
+                    server_pid: None,
+                    pad: 0,
+                    idle_only: false,
+                };
+                sub_worker(args, first).await
             }
             Cmd::MemProbe { n, kind } => mem_probe(n, &kind).await,
             Cmd::HubBench { subs, per_round, rounds } => hub_bench(subs, per_round, rounds).await,
@@ -211,22 +247,26 @@ impl Hist {
             b.store(0, Ordering::Relaxed);
         }
     }
-    fn quantile(&self, q: f64) -> f64 {
-        let counts: Vec<u64> = self.b.iter().map(|b| b.load(Ordering::Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0.0;
-        }
-        let want = (total as f64 * q).ceil() as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= want {
-                return 1.05f64.powi(i as i32 + 1) / 1000.0;
-            }
-        }
-        f64::INFINITY
+    fn counts(&self) -> Vec<u64> {
+        self.b.iter().map(|b| b.load(Ordering::Relaxed)).collect()
     }
+}
+
+/// The `q` quantile (ms) of a histogram's bucket counts (summed over processes).
+fn quantile(counts: &[u64], q: f64) -> f64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let want = (total as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= want {
+            return 1.05f64.powi(i as i32 + 1) / 1000.0;
+        }
+    }
+    f64::INFINITY
 }
 
 // --------------------------------------------------------------------------------------------------
@@ -293,18 +333,10 @@ async fn subscriber(i: usize, a: Arc<FanoutArgs>, shared: Arc<Shared>) -> Result
     Ok(())
 }
 
-async fn fanout(args: FanoutArgs) -> Result<()> {
-    let a = Arc::new(args);
-    let shared = Arc::new(Shared {
-        hist: Hist::new(),
-        delivered: AtomicU64::new(0),
-        ready: AtomicUsize::new(0),
-        closed: AtomicUsize::new(0),
-    });
-    let rss0 = a.server_pid.and_then(rss_kib);
-    let started = Instant::now();
+/// Opens subscribers `first .. first + a.conns` in this process and waits until each is subscribed or failed.
+async fn connect_all(a: &Arc<FanoutArgs>, shared: &Arc<Shared>, first: usize) {
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
-    for i in 0..a.conns {
+    for i in first..first + a.conns {
         let (a, shared, gate) = (a.clone(), shared.clone(), gate.clone());
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
@@ -330,8 +362,170 @@ async fn fanout(args: FanoutArgs) -> Result<()> {
     while shared.ready.load(Ordering::Relaxed) + shared.closed.load(Ordering::Relaxed) < a.conns {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn new_shared() -> Arc<Shared> {
+    Arc::new(Shared {
+        hist: Hist::new(),
+        delivered: AtomicU64::new(0),
+        ready: AtomicUsize::new(0),
+        closed: AtomicUsize::new(0),
+    })
+}
+
+/// `fanout --procs`: one client process, driven over its stdin/stdout.
+async fn sub_worker(args: FanoutArgs, first: usize) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let a = Arc::new(args);
+    let shared = new_shared();
+    connect_all(&a, &shared, first).await;
+    let mut out = tokio::io::stdout();
     let ready = shared.ready.load(Ordering::Relaxed);
-    report(&format!("connected {ready}/{} subscribers in {:.1}s", a.conns, started.elapsed().as_secs_f64()));
+    out.write_all(format!("ready {ready}\n").as_bytes()).await?;
+    out.flush().await?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let reply = match line.trim() {
+            "reset" => {
+                shared.hist.reset();
+                shared.delivered.store(0, Ordering::Relaxed);
+                "ok".to_owned()
+            }
+            "snap" => {
+                let counts = shared.hist.counts();
+                let mut s = format!(
+                    "snap {} {}",
+                    shared.delivered.load(Ordering::Relaxed),
+                    shared.closed.load(Ordering::Relaxed)
+                );
+                for c in counts {
+                    s.push(' ');
+                    s.push_str(&c.to_string());
+                }
+                s
+            }
+            _ => continue,
+        };
+        out.write_all(format!("{reply}\n").as_bytes()).await?;
+        out.flush().await?;
+    }
+    Ok(())
+}
+
+/// One child process of `fanout --procs`.
+struct Worker {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Worker {
+    async fn ask(&mut self, cmd: &str) -> Result<String> {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        self.lines.next_line().await?.context("worker exited")
+    }
+}
+
+/// Where the subscribers live: this process, or child processes reporting their counters.
+enum Subs {
+    Local(Arc<Shared>),
+    Procs(Vec<Worker>),
+}
+
+/// Delivered, closed, histogram bucket counts.
+type Snapshot = (u64, usize, Vec<u64>);
+
+impl Subs {
+    async fn reset(&mut self) -> Result<()> {
+        match self {
+            Subs::Local(shared) => {
+                shared.hist.reset();
+                shared.delivered.store(0, Ordering::Relaxed);
+            }
+            Subs::Procs(workers) => {
+                for w in workers {
+                    w.ask("reset").await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot> {
+        match self {
+            Subs::Local(shared) => Ok((
+                shared.delivered.load(Ordering::Relaxed),
+                shared.closed.load(Ordering::Relaxed),
+                shared.hist.counts(),
+            )),
+            Subs::Procs(workers) => {
+                let mut total = (0u64, 0usize, vec![0u64; BUCKETS]);
+                for w in workers {
+                    let line = w.ask("snap").await?;
+                    let nums: Vec<u64> = line.split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect();
+                    if nums.len() != 2 + BUCKETS {
+                        bail!("bad worker reply {line:?}");
+                    }
+                    total.0 += nums[0];
+                    total.1 += nums[1] as usize;
+                    for (t, n) in total.2.iter_mut().zip(&nums[2..]) {
+                        *t += n;
+                    }
+                }
+                Ok(total)
+            }
+        }
+    }
+}
+
+async fn start_workers(a: &FanoutArgs, procs: usize) -> Result<(Vec<Worker>, usize)> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe()?;
+    let mut workers = Vec::new();
+    let per = a.conns.div_ceil(procs);
+    for p in 0..procs {
+        let first = p * per;
+        let conns = per.min(a.conns.saturating_sub(first));
+        if conns == 0 {
+            break;
+        }
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["sub-worker", "--server", &a.server.to_string(), "--first", &first.to_string()])
+            .args(["--conns", &conns.to_string(), "--sources", &a.sources.to_string(), "--channel", &a.channel])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        let lines = tokio::io::BufReader::new(stdout).lines();
+        workers.push(Worker { child, stdin, lines });
+    }
+    let mut ready = 0;
+    for w in &mut workers {
+        let line = w.lines.next_line().await?.context("worker exited before its subscribers were ready")?;
+        ready += line.strip_prefix("ready ").and_then(|n| n.trim().parse::<usize>().ok()).unwrap_or(0);
+    }
+    Ok((workers, ready))
+}
+
+async fn fanout(args: FanoutArgs, procs: usize) -> Result<()> {
+    let a = Arc::new(args);
+    let rss0 = a.server_pid.and_then(rss_kib);
+    let started = Instant::now();
+    let (mut subs, ready) = if procs == 0 {
+        let shared = new_shared();
+        connect_all(&a, &shared, 0).await;
+        let ready = shared.ready.load(Ordering::Relaxed);
+        (Subs::Local(shared), ready)
+    } else {
+        let (workers, ready) = start_workers(&a, procs).await?;
+        (Subs::Procs(workers), ready)
+    };
+    let where_ = if procs == 0 { "1 process".to_owned() } else { format!("{procs} client processes") };
+    report(&format!("connected {ready}/{} subscribers ({where_}) in {:.1}s", a.conns, started.elapsed().as_secs_f64()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     if let (Some(pid), Some(r0)) = (a.server_pid, rss0) {
         let r1 = rss_kib(pid).unwrap_or(0);
@@ -347,8 +541,7 @@ async fn fanout(args: FanoutArgs) -> Result<()> {
     let url = format!("http://{}/api/v1/channels/{}/publish", a.server, a.channel);
     let pad = "x".repeat(a.pad);
     for &rate in &a.rates {
-        shared.hist.reset();
-        shared.delivered.store(0, Ordering::Relaxed);
+        subs.reset().await?;
         let cpu0 = a.server_pid.and_then(cpu_secs);
         let t0 = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
@@ -367,28 +560,36 @@ async fn fanout(args: FanoutArgs) -> Result<()> {
             sent += 1;
         }
         let _ = inflight.acquire_many(64).await?;
-        let alive = ready - shared.closed.load(Ordering::Relaxed).min(ready);
+        let (_, closed, _) = subs.snapshot().await?;
+        let alive = ready - closed.min(ready);
         let want = sent * alive as u64;
         let wait = Instant::now();
-        while shared.delivered.load(Ordering::Relaxed) < want && wait.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut snap = subs.snapshot().await?;
+        while snap.0 < want && wait.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            snap = subs.snapshot().await?;
         }
         let elapsed = t0.elapsed().as_secs_f64();
-        let got = shared.delivered.load(Ordering::Relaxed);
+        let (got, closed, counts) = snap;
         let cpu = match (cpu0, a.server_pid.and_then(cpu_secs)) {
             (Some(c0), Some(c1)) => format!("{:.2}", (c1 - c0) / (got.max(1) as f64 / 1e6)),
             _ => "-".into(),
         };
         report(&format!(
             "rate {rate}/s × {alive} subs: sent {sent}, delivered {got}/{want} in {elapsed:.1}s = {:.0} deliveries/s; \
-             latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2}; server CPU-s per 1M deliveries {cpu}; closed {}",
+             latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2}; server CPU-s per 1M deliveries {cpu}; closed {closed}",
             got as f64 / elapsed,
-            shared.hist.quantile(0.5),
-            shared.hist.quantile(0.9),
-            shared.hist.quantile(0.99),
-            shared.hist.quantile(0.999),
-            shared.closed.load(Ordering::Relaxed)
+            quantile(&counts, 0.5),
+            quantile(&counts, 0.9),
+            quantile(&counts, 0.99),
+            quantile(&counts, 0.999),
         ));
+    }
+    if let Subs::Procs(workers) = subs {
+        for mut w in workers {
+            drop(w.stdin);
+            let _ = w.child.kill().await;
+        }
     }
     Ok(())
 }

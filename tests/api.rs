@@ -251,7 +251,13 @@ async fn malformed_input_is_a_4xx_problem_never_a_5xx() {
 }
 
 async fn kill(c: &reqwest::Client, node: &Node, path: &str) {
-    let r = c.post(node.url(&format!("/api/v1/system/actors/kill?path={path}"))).send().await.unwrap();
+    let admin = register_and_login(c, node, "admin@example.com").await;
+    let r = c
+        .post(node.url(&format!("/api/v1/system/actors/kill?path={path}")))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "kill {path}: {}", r.status());
 }
 

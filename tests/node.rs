@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Node, TempDir, command, eventually, http};
+use common::{Node, TempDir, command, eventually, http, token_for};
 use serde_json::Value;
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn sigint_also_stops_with_exit_zero() {
 
 #[tokio::test]
 async fn supervision_tree_is_visible_and_a_killed_child_is_restarted() {
-    let node = Node::start(&[("TROUPE_ADMIN_ALLOW_KILL", "true")]);
+    let node = Node::start(&[("TROUPE_ADMIN_ALLOW_KILL", "true"), ("TROUPE_AUTH_ADMIN_EMAILS", "ops@example.com")]);
     let c = http();
     let tree: Value = c.get(node.url("/api/v1/system/actors")).send().await.unwrap().json().await.unwrap();
     let actors = tree["actors"].as_array().unwrap();
@@ -48,7 +48,13 @@ async fn supervision_tree_is_visible_and_a_killed_child_is_restarted() {
     assert_eq!(sampler["parent"], "/troupe/system");
     let first_id = sampler["actor_id"].clone();
 
-    let killed = c.post(node.url("/api/v1/system/actors/kill?path=/troupe/system/sampler")).send().await.unwrap();
+    // Enabled, but still admin-only: no token is 401, a user's token 403.
+    let kill_url = node.url("/api/v1/system/actors/kill?path=/troupe/system/sampler");
+    assert_eq!(c.post(&kill_url).send().await.unwrap().status(), 401);
+    let user = token_for(&c, &node, "someone@example.com").await;
+    assert_eq!(c.post(&kill_url).bearer_auth(&user).send().await.unwrap().status(), 403);
+    let admin = token_for(&c, &node, "ops@example.com").await;
+    let killed = c.post(&kill_url).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(killed.status(), 200);
 
     let restarted = eventually(Duration::from_secs(10), || async {

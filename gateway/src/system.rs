@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use troupe_actors::{ActorInfo, BreakerState, Restart, Status};
 
+use crate::auth::MaybeAuthenticated;
 use crate::{ApiError, GatewayState};
 
 pub(crate) fn routes() -> Router<GatewayState> {
@@ -110,9 +111,17 @@ struct Killed {
 }
 
 /// Kill one supervised actor, as Erlang's observer can: its supervisor restarts it per its policy.
-async fn kill(State(s): State<GatewayState>, Query(q): Query<KillQuery>) -> Result<Json<Killed>, ApiError> {
+/// Off unless `admin.allow_kill`; on a node with authentication configured, also admin-only.
+async fn kill(
+    State(s): State<GatewayState>,
+    MaybeAuthenticated(caller): MaybeAuthenticated,
+    Query(q): Query<KillQuery>,
+) -> Result<Json<Killed>, ApiError> {
     if !s.inner.allow_kill {
         return Err(ApiError::Forbidden("killing actors is disabled (set admin.allow_kill = true)".into()));
+    }
+    if s.api().tokens.is_some() {
+        troupe_services::authorize(caller.as_ref(), troupe_services::Action::KillActor, None)?;
     }
     if !q.path.starts_with('/') {
         return Err(ApiError::BadRequest("path must be an absolute actor path such as /troupe/system/sampler".into()));

@@ -88,6 +88,8 @@ pub enum Action {
     PublishChannel,
     /// See and replay dead-lettered deliveries (admin).
     ManageDeadLetters,
+    /// Kill a supervised actor through the operator endpoint (admin).
+    KillActor,
 }
 
 /// Who may do an action.
@@ -105,7 +107,7 @@ fn rule(action: Action) -> Rule {
             Rule::SignedIn
         }
         Action::UpdateUser | Action::DeleteUser | Action::UpdateContent | Action::DeleteContent => Rule::OwnerOrAdmin,
-        Action::ListUsers | Action::PublishChannel | Action::ManageDeadLetters => Rule::Admin,
+        Action::ListUsers | Action::PublishChannel | Action::ManageDeadLetters | Action::KillActor => Rule::Admin,
     }
 }
 

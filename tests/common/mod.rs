@@ -159,3 +159,15 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Registers `email` (start the node with it in `TROUPE_AUTH_ADMIN_EMAILS` for an admin) and returns an
+/// access token.
+pub async fn token_for(c: &reqwest::Client, node: &Node, email: &str) -> String {
+    let body = serde_json::json!({"email": email, "password": "correct horse battery staple", "display_name": "ops"});
+    let r = c.post(node.url("/api/v1/auth/register")).json(&body).send().await.expect("register");
+    assert_eq!(r.status(), 201, "register {email}");
+    let body = serde_json::json!({"email": email, "password": "correct horse battery staple"});
+    let r = c.post(node.url("/api/v1/auth/login")).json(&body).send().await.expect("login");
+    let v: serde_json::Value = r.json().await.expect("login body");
+    v["access_token"].as_str().expect("access_token").to_owned()
+}

@@ -40,6 +40,7 @@ fn rbac_matrix() {
         (Action::ReadFeed,     ["unauthorized", "ok",       "ok",        "ok",  "forbidden"]),
         (Action::PublishChannel,["unauthorized", "forbidden", "forbidden", "ok", "forbidden"]),
         (Action::ManageDeadLetters,["unauthorized", "forbidden", "forbidden", "ok", "forbidden"]),
+        (Action::KillActor,    ["unauthorized", "forbidden", "forbidden", "ok", "forbidden"]),
     ];
     for (action, expected) in table {
         let got = [

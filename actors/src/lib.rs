@@ -32,6 +32,7 @@ pub mod bus;
 pub mod channels;
 pub mod envelope;
 mod error;
+pub mod health;
 mod instrumented;
 mod registry;
 mod service;
@@ -39,6 +40,7 @@ mod supervisor;
 
 pub use breaker::BreakerState;
 pub use error::{Error, Result};
+pub use health::{ComponentHealth, ComponentStatus, HealthProbe};
 pub use registry::{ActorInfo, Registry, Slot, Status};
 pub use service::ServiceRef;
 pub use supervisor::{

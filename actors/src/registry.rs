@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 use crate::error::{Error, Result};
+use crate::health::{ComponentHealth, HealthProbe};
 use crate::service::ServiceRef;
 use crate::supervisor::Restart;
 
@@ -318,12 +319,35 @@ pub struct ActorInfo {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     slots: Arc<RwLock<BTreeMap<String, Arc<Slot>>>>,
+    probes: Probes,
+}
+
+/// The registered health probes (a newtype so `Registry` stays `Debug`).
+#[derive(Clone, Default)]
+struct Probes(Arc<RwLock<Vec<Arc<dyn HealthProbe>>>>);
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.read().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("Probes").field("len", &n).finish()
+    }
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds a component whose health readiness shows (see [`crate::health`]).
+    pub fn register_probe(&self, probe: Arc<dyn HealthProbe>) {
+        self.probes.0.write().unwrap_or_else(PoisonError::into_inner).push(probe);
+    }
+
+    /// Every registered component's current health, in registration order.
+    pub fn components(&self) -> Vec<ComponentHealth> {
+        let probes: Vec<Arc<dyn HealthProbe>> = self.probes.0.read().unwrap_or_else(PoisonError::into_inner).clone();
+        probes.iter().map(|p| p.health()).collect()
     }
 
     /// The slot at `init.path`, created if new. A restarted supervisor finds its children's slots

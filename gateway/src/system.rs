@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use troupe_actors::{ActorInfo, BreakerState, Restart, Status};
+use troupe_actors::{ActorInfo, BreakerState, ComponentHealth, Restart, Status};
 
 use crate::auth::MaybeAuthenticated;
 use crate::{ApiError, GatewayState};
@@ -55,6 +55,9 @@ struct Ready {
     node: String,
     draining: bool,
     services: Vec<ServiceHealth>,
+    /// Non-actor parts (broker connection, cluster membership); a critical one that is down makes the
+    /// node not ready.
+    components: Vec<ComponentHealth>,
 }
 
 /// A supervised actor is ready when it runs with a closed (or probing) breaker. Temporary and
@@ -75,10 +78,19 @@ async fn ready(State(s): State<GatewayState>) -> Response {
         .into_iter()
         .map(|a| ServiceHealth { ready: is_ready(&a), path: a.path, status: a.status, breaker: a.breaker })
         .collect();
+    let components = s.inner.registry.components();
     let draining = s.draining();
-    let ok = !draining && !services.is_empty() && services.iter().all(|h| h.ready);
-    let body =
-        Ready { status: if ok { "ready" } else { "not_ready" }, node: s.inner.node_name.clone(), draining, services };
+    let ok = !draining
+        && !services.is_empty()
+        && services.iter().all(|h| h.ready)
+        && !components.iter().any(ComponentHealth::blocks_readiness);
+    let body = Ready {
+        status: if ok { "ready" } else { "not_ready" },
+        node: s.inner.node_name.clone(),
+        draining,
+        services,
+        components,
+    };
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }

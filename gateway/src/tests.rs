@@ -89,6 +89,43 @@ async fn readiness_lists_services_and_turns_503_while_draining() {
     root.shutdown(Duration::from_secs(1)).await;
 }
 
+struct Probe(troupe_actors::ComponentStatus, bool);
+
+impl troupe_actors::HealthProbe for Probe {
+    fn health(&self) -> troupe_actors::ComponentHealth {
+        troupe_actors::ComponentHealth {
+            name: if self.1 { "critical-part".into() } else { "optional-part".into() },
+            status: self.0,
+            critical: self.1,
+            detail: "test".into(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn readiness_lists_components_and_only_a_down_critical_one_blocks_it() {
+    use troupe_actors::ComponentStatus;
+    let registry = Registry::new();
+    let root =
+        Supervisor::start_root(SupervisorSpec::new("r").child(ChildSpec::new("idle", Idle, || ())), registry.clone())
+            .await
+            .unwrap();
+    registry.register_probe(std::sync::Arc::new(Probe(ComponentStatus::Down, false)));
+    let app = router(&cfg(false), GatewayState::new(&cfg(false), registry.clone(), None));
+    let resp = app.clone().oneshot(Request::get("/health/ready").body(Body::empty()).unwrap()).await.unwrap();
+    let (status, _, body) = json(resp).await;
+    assert_eq!(status, StatusCode::OK, "a non-critical component that is down leaves the node ready");
+    assert_eq!(body["components"][0]["name"], "optional-part");
+    assert_eq!(body["components"][0]["status"], "down");
+
+    registry.register_probe(std::sync::Arc::new(Probe(ComponentStatus::Down, true)));
+    let resp = app.oneshot(Request::get("/health/ready").body(Body::empty()).unwrap()).await.unwrap();
+    let (status, _, body) = json(resp).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["components"].as_array().unwrap().len(), 2);
+    root.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn readiness_is_503_when_a_permanent_child_is_down() {
     let registry = Registry::new();

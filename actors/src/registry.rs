@@ -83,6 +83,8 @@ pub struct Slot {
     handled: CachePadded<AtomicU64>,
     started_at_ms: AtomicI64,
     cell: RwLock<Option<ActorCell>>,
+    /// The service's shared read-side object (see [`ServiceRef::query`]), set from the child spec.
+    local: RwLock<Option<LocalHandle>>,
     last_error: RwLock<Option<String>>,
     pub(crate) breaker: CircuitBreaker,
     /// A half-open probe admitted by `tell`: resolved by the next message the actor finishes handling
@@ -94,6 +96,9 @@ pub struct Slot {
     pub(crate) call_timeout: Duration,
     pub(crate) metrics: SlotMetrics,
 }
+
+/// A service's shared read-side object, type-erased (see [`ServiceRef::query`]).
+pub(crate) type LocalHandle = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Settings a slot is created with (from its child spec and its supervisor's defaults).
 #[derive(Clone, Debug)]
@@ -119,6 +124,7 @@ impl Slot {
             handled: CachePadded(AtomicU64::new(0)),
             started_at_ms: AtomicI64::new(0),
             cell: RwLock::new(None),
+            local: RwLock::new(None),
             last_error: RwLock::new(None),
             breaker: CircuitBreaker::new(init.breaker),
             tell_probe: Mutex::new(None),
@@ -168,6 +174,20 @@ impl Slot {
     #[inline]
     pub(crate) fn with_cell<R>(&self, f: impl FnOnce(&ActorCell) -> R) -> Option<R> {
         self.cell.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(f)
+    }
+
+    /// Sets the object [`ServiceRef::query`] runs against (from the child spec; kept across restarts).
+    pub(crate) fn set_local(&self, local: Option<LocalHandle>) {
+        *self.local.write().unwrap_or_else(PoisonError::into_inner) = local;
+    }
+
+    /// The shared read-side object as a `T`, while the actor runs (`None` between incarnations, when
+    /// none was given, or when it is not a `T`).
+    pub(crate) fn local<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        // Checked first: a service between incarnations answers no queries either.
+        self.with_cell(|_| ())?;
+        let local = self.local.read().unwrap_or_else(PoisonError::into_inner).clone()?;
+        local.downcast::<T>().ok()
     }
 
     pub(crate) fn set_status(&self, s: Status) {

@@ -2,10 +2,13 @@
 //! deadline on every call, an admission limit on calls in flight, and the child's circuit breaker.
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use ractor::rpc::CallResult;
 use ractor::{Message, RpcReplyPort};
 use tokio::time::Instant;
@@ -153,6 +156,53 @@ impl<M: Message> ServiceRef<M> {
                 slot.mailbox_unenqueued();
                 self.release(permit, probing);
                 Err(self.unavailable(RESTARTING_RETRY_AFTER))
+            }
+        }
+    }
+
+    /// Runs a read-only request on the caller's task against the service's shared object (the `T` given
+    /// to [`ChildSpec::local`](crate::ChildSpec::local)), with the same admission limit, breaker and
+    /// default deadline as [`call`](Self::call) but without the two task hops through the mailbox.
+    ///
+    /// For requests that change no actor state (a store read): the actor's mailbox order does not
+    /// matter to them. While the actor is between incarnations or its breaker is open, queries fail
+    /// fast like calls. A timeout or a panic in `f` counts as a failure for the breaker; a panic is
+    /// reported as [`Error::Stopped`] (the caller's task survives it).
+    pub async fn query<T, R, F, Fut>(&self, f: F) -> Result<R>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(Arc<T>) -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let slot = &*self.slot;
+        let _admitted = slot
+            .gate
+            .try_acquire()
+            .map_err(|_| Error::Overloaded { service: slot.path().to_owned(), limit: slot.max_in_flight })?;
+        let Some(local) = slot.local::<T>() else {
+            return Err(self.unavailable(RESTARTING_RETRY_AFTER));
+        };
+        let permit = slot.breaker.try_acquire_with(Instant::now).map_err(|ra| self.unavailable(ra))?;
+        let probing = permit.is_probe();
+        let timeout = slot.call_timeout;
+        match tokio::time::timeout(timeout, AssertUnwindSafe(f(local)).catch_unwind()).await {
+            Ok(Ok(reply)) => {
+                slot.breaker.record_success_with(permit, Instant::now);
+                if probing {
+                    slot.publish_breaker();
+                }
+                Ok(reply)
+            }
+            Ok(Err(_panic)) => {
+                slot.breaker.record_failure(permit, Instant::now());
+                slot.publish_breaker();
+                tracing::error!(service = slot.path(), "query panicked");
+                Err(Error::Stopped { service: slot.path().to_owned() })
+            }
+            Err(_elapsed) => {
+                slot.breaker.record_failure(permit, Instant::now());
+                slot.publish_breaker();
+                Err(Error::Timeout { service: slot.path().to_owned(), timeout })
             }
         }
     }

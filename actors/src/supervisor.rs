@@ -188,6 +188,7 @@ pub struct ChildSpec {
     is_supervisor: bool,
     breaker: Option<BreakerConfig>,
     calls: Option<CallLimits>,
+    local: Option<crate::registry::LocalHandle>,
     start: StartFn,
 }
 
@@ -228,6 +229,7 @@ impl ChildSpec {
             is_supervisor: false,
             breaker: None,
             calls: None,
+            local: None,
             start,
         }
     }
@@ -253,6 +255,7 @@ impl ChildSpec {
             is_supervisor: true,
             breaker: None,
             calls: None,
+            local: None,
             start,
         }
     }
@@ -275,6 +278,14 @@ impl ChildSpec {
     /// Call limits for this child.
     pub fn calls(mut self, c: CallLimits) -> Self {
         self.calls = Some(c);
+        self
+    }
+    /// The object this child's read-only requests run against on the caller's task
+    /// ([`ServiceRef::query`](crate::ServiceRef::query)), typically the `Arc` of the service core the
+    /// actor itself holds. Queries are answered only while the actor runs, under its breaker and
+    /// admission limit.
+    pub fn local<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.local = Some(value);
         self
     }
     /// The child's name.
@@ -545,6 +556,7 @@ impl Actor for Supervisor {
                 call_timeout: c.calls.unwrap_or(spec.calls).timeout,
             };
             let slot = registry.slot_for(init);
+            slot.set_local(c.local.clone());
             children.push(Child {
                 spec: c,
                 slot,

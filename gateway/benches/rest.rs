@@ -5,7 +5,7 @@
 //! concurrency for a fixed time, alternating full/bare, and the medians and their ratio are printed.
 //!
 //! Run: `cargo bench -p troupe-gateway --bench rest` (env: `CONCURRENCY`, default 32; `SECS` per run,
-//! default 3; `RUNS` per server, default 5).
+//! default 3; `RUNS` per server, default 5; `ONLY=full|bare|domain` drives one server, for profiling).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "benchmark binary")]
 
 use std::net::SocketAddr;
@@ -153,6 +153,19 @@ async fn run() {
         "REST GET /api/v1/content/{{id}}: {} byte body, concurrency {concurrency}, {secs} s x {runs} runs each",
         body.len()
     );
+    // Profiling aid: `ONLY=full|bare|domain` drives just that server for `SECS` and exits (run it under
+    // `perf record`).
+    if let Ok(only) = std::env::var("ONLY") {
+        let url = match only.as_str() {
+            "bare" => &bare_url,
+            "domain" => &domain_url,
+            _ => &full_url,
+        };
+        let (r, bad) = drive(&client, url, &token, concurrency, secs).await;
+        println!("{only}: {r:.0} req/s ({bad} non-200)");
+        root.shutdown(Duration::from_secs(5)).await;
+        return;
+    }
     // Warm-up of both (connections, caches).
     drive(&client, &full_url, &token, concurrency, 1).await;
     drive(&client, &bare_url, &token, concurrency, 1).await;

@@ -143,7 +143,14 @@ async fn kill(
     let killed = cell.is_some();
     if let Some(cell) = cell {
         tracing::warn!(actor = %q.path, "killed by operator");
+        let id = cell.get_id();
         cell.kill();
+        // Answer once the supervisor has seen the exit (bounded), so a request sent after this answer
+        // never reaches the killed incarnation.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while slot.cell().is_some_and(|c| c.get_id() == id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
     Ok(Json(Killed { path: q.path, killed }))
 }

@@ -719,7 +719,10 @@ impl ContentClient {
 
     /// See [`Content::get`].
     pub async fn get(&self, ctx: Ctx, id: String) -> Result<ContentItem> {
-        self.svc.call(|reply| ContentMsg::Get { ctx, id, reply }).await?
+        crate::runtime::query(&self.svc, crate::runtime::CONTENT_SERVICE, |c: Arc<Content>| async move {
+            c.get(&ctx, &id).await
+        })
+        .await
     }
 
     /// See [`Content::update`].
@@ -734,12 +737,18 @@ impl ContentClient {
 
     /// See [`Content::list`].
     pub async fn list(&self, ctx: Ctx, query: ContentQuery) -> Result<Page<ContentItem>> {
-        self.svc.call(|reply| ContentMsg::List { ctx, query, reply }).await?
+        crate::runtime::query(&self.svc, crate::runtime::CONTENT_SERVICE, |c: Arc<Content>| async move {
+            c.list(&ctx, query).await
+        })
+        .await
     }
 
     /// See [`Content::feed`].
     pub async fn feed(&self, ctx: Ctx, query: FeedQuery) -> Result<Page<ContentItem>> {
-        self.svc.call(|reply| ContentMsg::Feed { ctx, query, reply }).await?
+        crate::runtime::query(&self.svc, crate::runtime::CONTENT_SERVICE, |c: Arc<Content>| async move {
+            c.feed(&ctx, query).await
+        })
+        .await
     }
 }
 

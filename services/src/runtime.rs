@@ -98,6 +98,26 @@ impl Inflight {
     }
 }
 
+/// Runs a read-only operation on the caller's task against the service core `S` the actor's child spec
+/// shares ([`ServiceRef::query`](troupe_actors::ServiceRef::query): same breaker, admission limit and
+/// deadline as a call, without the mailbox hop and the per-request task), logging internal errors as
+/// the actor path does.
+pub(crate) async fn query<M, S, R, F, Fut>(svc: &troupe_actors::ServiceRef<M>, service: &'static str, f: F) -> Result<R>
+where
+    M: ractor::Message,
+    S: Send + Sync + 'static,
+    F: FnOnce(Arc<S>) -> Fut,
+    Fut: Future<Output = Result<R>>,
+{
+    let outcome = svc.query(f).await?;
+    if let Err(e) = &outcome
+        && let Some(detail) = e.internal_detail()
+    {
+        tracing::error!(service, detail, "internal error");
+    }
+    outcome
+}
+
 /// The three domain services over one store, ready to be supervised.
 #[derive(Clone, Debug)]
 pub struct DomainServices {
@@ -125,12 +145,16 @@ impl DomainServices {
     }
 
     /// One child spec per service (permanent, named [`AUTH_SERVICE`], [`USERS_SERVICE`],
-    /// [`CONTENT_SERVICE`]), for a node that adds them to a supervisor of its own.
+    /// [`CONTENT_SERVICE`]), for a node that adds them to a supervisor of its own. Users and content
+    /// share their cores for reads ([`ChildSpec::local`]); writes go through the mailbox.
     pub fn child_specs(&self) -> Vec<ChildSpec> {
         vec![
             ChildSpec::new(AUTH_SERVICE, AuthActor::new(Arc::clone(&self.auth)), || ()),
-            ChildSpec::new(USERS_SERVICE, UsersActor::new(Arc::clone(&self.users)), || ()),
-            ChildSpec::new(CONTENT_SERVICE, ContentActor::new(Arc::clone(&self.content)), || ()),
+            // Reads run on the caller's task against the shared cores (`ChildSpec::local`).
+            ChildSpec::new(USERS_SERVICE, UsersActor::new(Arc::clone(&self.users)), || ())
+                .local(Arc::clone(&self.users)),
+            ChildSpec::new(CONTENT_SERVICE, ContentActor::new(Arc::clone(&self.content)), || ())
+                .local(Arc::clone(&self.content)),
         ]
     }
 

@@ -571,12 +571,16 @@ impl UsersClient {
 
     /// See [`Users::get`].
     pub async fn get(&self, ctx: Ctx, id: String) -> Result<User> {
-        self.svc.call(|reply| UsersMsg::Get { ctx, id, reply }).await?
+        crate::runtime::query(&self.svc, crate::runtime::USERS_SERVICE, |u: Arc<Users>| async move {
+            u.get(&ctx, &id).await
+        })
+        .await
     }
 
     /// See [`Users::me`].
     pub async fn me(&self, ctx: Ctx) -> Result<User> {
-        self.svc.call(|reply| UsersMsg::Me { ctx, reply }).await?
+        crate::runtime::query(&self.svc, crate::runtime::USERS_SERVICE, |u: Arc<Users>| async move { u.me(&ctx).await })
+            .await
     }
 
     /// See [`Users::update`].
@@ -591,7 +595,10 @@ impl UsersClient {
 
     /// See [`Users::list`].
     pub async fn list(&self, ctx: Ctx, query: UserQuery) -> Result<Page<User>> {
-        self.svc.call(|reply| UsersMsg::List { ctx, query, reply }).await?
+        crate::runtime::query(&self.svc, crate::runtime::USERS_SERVICE, |u: Arc<Users>| async move {
+            u.list(&ctx, query).await
+        })
+        .await
     }
 
     /// See [`Users::follow`].

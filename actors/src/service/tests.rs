@@ -331,3 +331,78 @@ async fn a_failing_tell_probe_opens_the_breaker_again() {
     assert_eq!(info(&reg, "/root/a").breaker, BreakerState::Closed);
     assert!(root.shutdown(secs(5)).await);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queries on the caller's task.
+// ---------------------------------------------------------------------------------------------
+
+/// The shared read-side object the queries below run against.
+struct Shelf {
+    books: u32,
+}
+
+#[tokio::test(start_paused = true)]
+async fn queries_run_against_the_local_object_only_while_the_actor_runs() {
+    let log = new_log();
+    let shelf = std::sync::Arc::new(Shelf { books: 7 });
+    let (root, reg) = start(
+        spec("root")
+            .backoff(Backoff { initial: secs(1), max: secs(1), jitter: 0.0 })
+            .child(worker("a", &log).local(shelf)),
+    )
+    .await;
+    let svc = reg.service::<WMsg>("a").unwrap();
+    assert_eq!(svc.query(|s: std::sync::Arc<Shelf>| async move { s.books }).await.unwrap(), 7);
+    // A type the child was not given: the service has no such query side.
+    assert!(matches!(
+        svc.query(|s: std::sync::Arc<String>| async move { s.len() }).await,
+        Err(Error::Unavailable { .. })
+    ));
+
+    // Between incarnations queries fail fast like calls, then work again.
+    svc.tell(WMsg::Fail).unwrap();
+    settle().await;
+    let err = svc.query(|s: std::sync::Arc<Shelf>| async move { s.books }).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    tokio::time::sleep(secs(1)).await;
+    settle().await;
+    assert_eq!(svc.query(|s: std::sync::Arc<Shelf>| async move { s.books + 1 }).await.unwrap(), 8);
+    assert!(root.shutdown(secs(5)).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn query_timeouts_and_panics_count_for_the_breaker_and_spare_the_caller() {
+    let log = new_log();
+    let shelf = std::sync::Arc::new(Shelf { books: 1 });
+    let (root, reg) = start(
+        spec("root").child(
+            worker("a", &log)
+                .local(shelf)
+                .breaker(breaker(2, secs(30)))
+                .calls(CallLimits { timeout: secs(1), max_in_flight: 8 }),
+        ),
+    )
+    .await;
+    let svc = reg.service::<WMsg>("a").unwrap();
+    let t0 = Instant::now();
+    let slow = svc
+        .query(|s: std::sync::Arc<Shelf>| async move {
+            tokio::time::sleep(secs(5)).await;
+            s.books
+        })
+        .await;
+    assert!(matches!(slow, Err(Error::Timeout { .. })), "{slow:?}");
+    assert_eq!(t0.elapsed(), secs(1));
+    assert_eq!(info(&reg, "/root/a").breaker, BreakerState::Closed);
+
+    #[allow(clippy::panic, reason = "the test is about a panicking query")]
+    let boom = svc.query(|_s: std::sync::Arc<Shelf>| async move { panic!("query bug") }).await;
+    let boom: crate::Result<u32> = boom;
+    assert!(matches!(boom, Err(Error::Stopped { .. })), "{boom:?}");
+    assert_eq!(info(&reg, "/root/a").breaker, BreakerState::Open, "two failures open the breaker");
+    let refused = svc.query(|s: std::sync::Arc<Shelf>| async move { s.books }).await;
+    assert!(matches!(refused, Err(Error::Unavailable { .. })), "{refused:?}");
+    // The actor itself never crashed.
+    assert_eq!(restarts(&reg, "/root/a"), 0);
+    assert!(root.shutdown(secs(5)).await);
+}

@@ -142,10 +142,15 @@ pub fn build(cfg: &NodeConfig, store: &Store, registry: &Registry) -> anyhow::Re
         fanout_concurrency: n.fanout_concurrency,
         deliver_timeout: n.deliver_timeout,
     };
-    let notifier = NotificationService::new(store.clone(), Arc::new(HubSink(hub.clone())), notification_cfg);
     let bus = EventBus::new(store.clone(), bus_config(cfg)).context("cannot build the event bus")?;
+    let notifier =
+        NotificationService::new(store.clone(), Arc::new(HubSink(hub.clone())), notification_cfg).with_bus(&bus);
     notifications::subscribe(&bus, NotificationHandler::from_registry(registry.clone()))
         .context("cannot subscribe the notification service to the bus")?;
+    // Stored notifications reach the hub through the outbox (a crash between the write and the push
+    // delays the push, never loses it).
+    notifications::subscribe_push(&bus, notifier.push_handler())
+        .context("cannot subscribe the notification push to the bus")?;
 
     // Start order: services, then notifications (a bus subscriber), then the bus that feeds it.
     let mut children = services.child_specs();

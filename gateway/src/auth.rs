@@ -144,3 +144,6 @@ impl FromRequestParts<GatewayState> for MaybeAuthenticated {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -233,3 +233,23 @@ fn revoked_sessions_are_refused_until_their_tokens_would_have_expired() {
     // Clones share the set (the gateway holds a clone of the auth service's verifier).
     assert_eq!(t.clone().verify(&a.token).unwrap_err(), AuthError::Revoked);
 }
+
+#[test]
+fn own_tokens_start_with_the_precomputed_header_prefix() {
+    for t in [
+        hs(&[7; 32]),
+        Tokens::new(
+            &JwtKey::EdDsa { private_pem: Some(ED_PRIV.to_vec()), public_pem: ED_PUB.to_vec() },
+            ISS,
+            AUD,
+            Duration::from_secs(60),
+        )
+        .unwrap(),
+    ] {
+        let token = t.issue("u", &[Role::User]).unwrap().token;
+        assert!(token.starts_with(&t.inner.own_header_prefix), "{token} vs {}", t.inner.own_header_prefix);
+        let header: Header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid, None);
+    }
+    assert_eq!(base64url(b"any carnal pleasure."), "YW55IGNhcm5hbCBwbGVhc3VyZS4");
+}

@@ -20,6 +20,9 @@ const RSA_PRIV: &[u8] = include_bytes!("../src/tokens/testdata/rsa.pem");
 const RSA_PUB: &[u8] = include_bytes!("../src/tokens/testdata/rsa.pub");
 const SECRET: [u8; 32] = [7; 32];
 
+/// A named verification to time.
+type Variant<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -75,7 +78,7 @@ async fn main() {
     header.kid = Some("r1".into());
     let external = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_pem(RSA_PRIV).unwrap()).unwrap();
 
-    let variants: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let variants: Vec<Variant<'_>> = vec![
         (
             "baseline: jsonwebtoken::decode (today's verify)",
             Box::new(|| {

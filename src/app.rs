@@ -16,6 +16,8 @@ use troupe_gateway::{HttpSettings, Rate, RateLimitSettings};
 use troupe_services::notifications::{
     self, NotificationConfig, NotificationHandler, NotificationService, NotificationSink,
 };
+use troupe_services::password::HashParams;
+use troupe_services::tokens::jwks::JwksSettings;
 use troupe_services::{AuthSettings, DomainServices, JwtKey, Role, Tokens};
 use troupe_storage::Store;
 
@@ -52,7 +54,20 @@ pub fn auth_settings(cfg: &NodeConfig) -> anyhow::Result<AuthSettings> {
         refresh_ttl: a.refresh_token_ttl,
         admin_emails: a.admin_emails.clone(),
         hash_concurrency: a.password_hash_concurrency,
-        ..AuthSettings::default()
+        hash_params: HashParams {
+            m_cost_kib: a.password_hash_memory_kib,
+            t_cost: a.password_hash_iterations,
+            p_cost: a.password_hash_parallelism,
+        },
+        jwks: a.jwks_url.as_ref().map(|url| {
+            let issuer = a.jwks_issuer.clone().unwrap_or_default();
+            let audience = a.jwks_audience.clone().unwrap_or_else(|| a.audience.clone());
+            JwksSettings {
+                roles_claim: a.jwks_roles_claim.clone(),
+                refresh_interval: a.jwks_refresh_interval,
+                ..JwksSettings::new(url.clone(), issuer, audience)
+            }
+        }),
     })
 }
 
@@ -95,6 +110,10 @@ pub fn build(cfg: &NodeConfig, store: &Store, registry: &Registry) -> anyhow::Re
     let settings = auth_settings(cfg)?;
     let services = DomainServices::new(store.clone(), settings).context("cannot build the services")?;
     let tokens = services.tokens();
+    if let Some(jwks) = tokens.jwks() {
+        // Runs until the last `Tokens` clone is dropped (at node shutdown).
+        jwks.spawn_refresher();
+    }
 
     let w = &cfg.ws;
     let hub_cfg = HubConfig {
@@ -123,10 +142,15 @@ pub fn build(cfg: &NodeConfig, store: &Store, registry: &Registry) -> anyhow::Re
         fanout_concurrency: n.fanout_concurrency,
         deliver_timeout: n.deliver_timeout,
     };
-    let notifier = NotificationService::new(store.clone(), Arc::new(HubSink(hub.clone())), notification_cfg);
     let bus = EventBus::new(store.clone(), bus_config(cfg)).context("cannot build the event bus")?;
+    let notifier =
+        NotificationService::new(store.clone(), Arc::new(HubSink(hub.clone())), notification_cfg).with_bus(&bus);
     notifications::subscribe(&bus, NotificationHandler::from_registry(registry.clone()))
         .context("cannot subscribe the notification service to the bus")?;
+    // Stored notifications reach the hub through the outbox (a crash between the write and the push
+    // delays the push, never loses it).
+    notifications::subscribe_push(&bus, notifier.push_handler())
+        .context("cannot subscribe the notification push to the bus")?;
 
     // Start order: services, then notifications (a bus subscriber), then the bus that feeds it.
     let mut children = services.child_specs();

@@ -150,9 +150,11 @@ async fn refresh_rotates_and_logout_revokes() {
     assert!(r.status().is_success());
     let r = c.post(node.url("/api/v1/auth/refresh")).json(&json!({"refresh_token": next})).send().await.unwrap();
     is_problem(r, 401).await;
-    // The access token still works until it expires.
+    // Logout ended the session: its access tokens (from the login and the refresh) are refused too.
     let r = c.get(node.url("/api/v1/users/me")).bearer_auth(&u.token).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    is_problem(r, 401).await;
+    let r = c.get(node.url("/api/v1/users/me")).bearer_auth(pair["access_token"].as_str().unwrap()).send().await;
+    is_problem(r.unwrap(), 401).await;
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -318,4 +320,53 @@ async fn content_created_while_notifications_are_down_is_notified_after_recovery
     })
     .await;
     assert_eq!(all, Some(5), "every notification arrives once the service is back, none twice");
+}
+
+/// Cheap argon2id costs for a test node (below OWASP: needs the explicit switch).
+const FAST_HASHES: [(&str, &str); 3] = [
+    ("TROUPE_AUTH_PASSWORD_HASH_MEMORY_KIB", "64"),
+    ("TROUPE_AUTH_PASSWORD_HASH_ITERATIONS", "1"),
+    ("TROUPE_AUTH_ALLOW_INSECURE_PASSWORD_HASHING", "true"),
+];
+
+#[tokio::test]
+async fn after_logout_the_sessions_access_token_is_401_and_other_sessions_are_not() {
+    let node = start(&FAST_HASHES);
+    let c = http();
+    let me = register_and_login(&c, &node, "leaving@example.com").await;
+    let r = c
+        .post(node.url("/api/v1/auth/login"))
+        .json(&json!({"email": "leaving@example.com", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    let other: Value = r.json().await.unwrap();
+    let other_token = other["access_token"].as_str().unwrap().to_owned();
+    let r = c.get(node.url("/api/v1/users/me")).bearer_auth(&me.token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let r = c.post(node.url("/api/v1/auth/logout")).json(&json!({"refresh_token": me.refresh})).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = c.get(node.url("/api/v1/users/me")).bearer_auth(&me.token).send().await.unwrap();
+    let body = is_problem(r, 401).await;
+    assert!(body["detail"].as_str().unwrap_or_default().contains("session ended"), "{body}");
+    // The WebSocket refuses it too.
+    let url = format!("ws://{}/ws?token={}", node.addr, me.token);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    // The user's other login is unaffected.
+    let r = c.get(node.url("/api/v1/users/me")).bearer_auth(&other_token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_node_refuses_password_hash_costs_below_owasp_without_the_switch() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["config", "check"])
+        .env_remove("TROUPE_CONFIG")
+        .env("TROUPE_AUTH_PASSWORD_HASH_MEMORY_KIB", "64")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("auth.password_hash_memory_kib"), "{text}");
 }

@@ -149,6 +149,47 @@ pub const ENV_VARS: &[EnvVar] = &[
         "Password hashes (argon2id) computed at once, 1 to 64.",
     ),
     config(
+        "TROUPE_AUTH_PASSWORD_HASH_MEMORY_KIB",
+        "auth.password_hash_memory_kib",
+        "argon2id memory cost in KiB (default 19456 = 19 MiB; at least 7168, and memory x iterations >= 35840).",
+    ),
+    config("TROUPE_AUTH_PASSWORD_HASH_ITERATIONS", "auth.password_hash_iterations", "argon2id iterations (default 2)."),
+    config(
+        "TROUPE_AUTH_PASSWORD_HASH_PARALLELISM",
+        "auth.password_hash_parallelism",
+        "argon2id lanes, 1 to 16 (default 1).",
+    ),
+    config(
+        "TROUPE_AUTH_ALLOW_INSECURE_PASSWORD_HASHING",
+        "auth.allow_insecure_password_hashing",
+        "Accept argon2id costs below the OWASP minimums (tests and demos only; true/false).",
+    ),
+    config(
+        "TROUPE_AUTH_JWKS_URL",
+        "auth.jwks_url",
+        "http:// URL of an external identity provider's JWK Set; its RS256/EdDSA tokens are accepted too.",
+    ),
+    config(
+        "TROUPE_AUTH_JWKS_ISSUER",
+        "auth.jwks_issuer",
+        "Required `iss` of external tokens (required with auth.jwks_url).",
+    ),
+    config(
+        "TROUPE_AUTH_JWKS_AUDIENCE",
+        "auth.jwks_audience",
+        "Required `aud` of external tokens (default auth.audience).",
+    ),
+    config(
+        "TROUPE_AUTH_JWKS_ROLES_CLAIM",
+        "auth.jwks_roles_claim",
+        "Claim of external tokens that lists roles (default roles); admin in it grants admin.",
+    ),
+    config(
+        "TROUPE_AUTH_JWKS_REFRESH_INTERVAL",
+        "auth.jwks_refresh_interval",
+        "How often the JWK Set is refetched (duration, default 5m; also refetched on an unknown kid).",
+    ),
+    config(
         "TROUPE_GATEWAY_CORS_ALLOWED_ORIGINS",
         "gateway.cors_allowed_origins",
         "Comma-separated CORS origins (scheme://host[:port]) or *; unset = no CORS.",

@@ -37,8 +37,8 @@ pub use error::{ConfigError, ConfigErrors, ConfigWarning};
 pub use model::{
     AdminConfig, AuthConfig, BreakerConfig, BusConfig, CallsConfig, ClusterConfig, GatewayConfig, HostPort, HttpConfig,
     IpNet, JwtAlgorithm, JwtKeyMaterial, LogConfig, LogFormat, MIN_JWT_SECRET_BYTES, NodeConfig, NodeSettings,
-    NotificationsConfig, RabbitMqConfig, RateLimit, RateLimitConfig, Secret, ShutdownConfig, StoreBackend, StoreConfig,
-    SupervisorConfig, WsConfig,
+    NotificationsConfig, OWASP_MIN_HASH_MEMORY_KIB, OWASP_MIN_HASH_MEMORY_X_ITERATIONS, RabbitMqConfig, RateLimit,
+    RateLimitConfig, Secret, ShutdownConfig, StoreBackend, StoreConfig, SupervisorConfig, WsConfig,
 };
 
 /// Builds a [`NodeConfig`] from layers. Precedence, lowest first: built-in

@@ -165,7 +165,8 @@ mod app;
 
 pub use app::{
     AuthConfig, BusConfig, GatewayConfig, IpNet, JwtAlgorithm, JwtKeyMaterial, MIN_JWT_SECRET_BYTES,
-    NotificationsConfig, RateLimit, RateLimitConfig, WsConfig,
+    NotificationsConfig, OWASP_MIN_HASH_MEMORY_KIB, OWASP_MIN_HASH_MEMORY_X_ITERATIONS, RateLimit, RateLimitConfig,
+    WsConfig,
 };
 pub(crate) use app::{PemKind, read_pem};
 

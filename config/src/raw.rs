@@ -121,6 +121,15 @@ pub(crate) struct RawAuth {
     pub(crate) refresh_token_ttl: Option<String>,
     pub(crate) admin_emails: Option<Vec<String>>,
     pub(crate) password_hash_concurrency: Option<i64>,
+    pub(crate) password_hash_memory_kib: Option<i64>,
+    pub(crate) password_hash_iterations: Option<i64>,
+    pub(crate) password_hash_parallelism: Option<i64>,
+    pub(crate) allow_insecure_password_hashing: Option<bool>,
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) jwks_issuer: Option<String>,
+    pub(crate) jwks_audience: Option<String>,
+    pub(crate) jwks_roles_claim: Option<String>,
+    pub(crate) jwks_refresh_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

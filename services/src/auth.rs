@@ -24,7 +24,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use troupe_actors::ServiceRef;
-use troupe_storage::{Condition, Key, Store, WriteBatch};
+use troupe_storage::{Condition, Key, KeyPart, Scan, Store, WriteBatch};
 
 use crate::common::{Ctx, NewEvent, decode_row, new_id, stage_event, user_log};
 use crate::error::{Result, ServiceError};
@@ -32,7 +32,10 @@ use crate::events::USER_CREATED;
 use crate::password::{HashParams, PasswordHasher};
 use crate::policy::{Action, Role, authorize};
 use crate::runtime::Inflight;
-use crate::schema::{REFRESH_REVOKED, REFRESH_SPENT, REFRESH_TOKENS, USER_DIRECTORY, USER_EMAILS, USERS};
+use crate::schema::{
+    REFRESH_REVOKED, REFRESH_SPENT, REFRESH_TOKENS, SESSIONS_REVOKED, USER_DIRECTORY, USER_EMAILS, USERS,
+};
+use crate::tokens::jwks::JwksSettings;
 use crate::tokens::{JwtKey, Tokens, random_token, token_digest};
 use crate::users::{DirectoryEntry, User, UserRecord, directory_ck, load_user};
 
@@ -44,6 +47,8 @@ pub const MAX_PASSWORD_CHARS: usize = 128;
 pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest display name (characters).
 pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+/// Session revocations read per page at start.
+const REVOCATION_PAGE: usize = 512;
 
 /// Auth configuration (the node fills it from `auth.*` config).
 #[derive(Debug, Clone)]
@@ -64,6 +69,8 @@ pub struct AuthSettings {
     pub hash_concurrency: usize,
     /// argon2id costs.
     pub hash_params: HashParams,
+    /// Also accept tokens of this external identity provider (default none).
+    pub jwks: Option<JwksSettings>,
 }
 
 impl Default for AuthSettings {
@@ -79,6 +86,7 @@ impl Default for AuthSettings {
             admin_emails: Vec::new(),
             hash_concurrency: 2,
             hash_params: HashParams::default(),
+            jwks: None,
         }
     }
 }
@@ -86,7 +94,7 @@ impl Default for AuthSettings {
 impl AuthSettings {
     /// The token signer/verifier these settings describe.
     pub fn tokens(&self) -> Result<Tokens> {
-        Ok(Tokens::new(&self.key, &self.issuer, &self.audience, self.access_ttl)?)
+        Ok(Tokens::with_jwks(&self.key, &self.issuer, &self.audience, self.access_ttl, self.jwks.clone())?)
     }
 }
 
@@ -295,9 +303,10 @@ impl Auth {
             return Err(bad_credentials());
         }
         let mut batch = WriteBatch::new();
-        let refresh = self.stage_refresh(&mut batch, &user.id, &new_id());
+        let family = new_id();
+        let refresh = self.stage_refresh(&mut batch, &user.id, &family);
         self.store.commit(batch).await?;
-        self.pair(&user, refresh)
+        self.pair(&user, refresh, &family)
     }
 
     /// Redeems a refresh token for a new pair; the old refresh token is revoked (single use).
@@ -333,7 +342,7 @@ impl Auth {
             // Someone redeemed (or revoked) this token first.
             return Err(bad_refresh());
         }
-        self.pair(&user, refresh)
+        self.pair(&user, refresh, &rec.family)
     }
 
     /// Revokes a refresh token and its family. Idempotent: unknown or already revoked tokens are fine.
@@ -346,6 +355,7 @@ impl Auth {
         batch.delete(REFRESH_TOKENS, &pk, &Key::empty(), Condition::None);
         self.stage_revoke(&mut batch, &rec.family);
         self.store.commit(batch).await?;
+        self.tokens.revoke_session(&rec.family, self.store.now_ms() / 1000);
         Ok(())
     }
 
@@ -357,13 +367,54 @@ impl Auth {
         let mut batch = WriteBatch::new();
         self.stage_revoke(&mut batch, &spent.family);
         self.store.commit(batch).await?;
+        self.tokens.revoke_session(&spent.family, self.store.now_ms() / 1000);
         Ok(())
     }
 
-    /// Marks a token family revoked until every token of it would have expired anyway.
+    /// Marks a token family revoked until every token of it would have expired anyway, and records
+    /// the session revocation that access-token verification loads at start
+    /// ([`crate::schema::SESSIONS_REVOKED`], kept as long as an access token of it may live).
     fn stage_revoke(&self, batch: &mut WriteBatch, family: &str) {
         let until = Some(self.store.expires_in(self.refresh_ttl));
         batch.put_with(REFRESH_REVOKED, &Key::from(family), &Key::empty(), Vec::new(), until, Condition::None);
+        let now = self.store.now_ms();
+        let keep = self.tokens.access_ttl() + Duration::from_secs(crate::tokens::LEEWAY_SECS + 1);
+        batch.put_with(
+            SESSIONS_REVOKED,
+            &Key::empty(),
+            &Key::empty().u64(now).str(family),
+            Vec::new(),
+            Some(self.store.expires_in(keep)),
+            Condition::None,
+        );
+    }
+
+    /// Loads the sessions revoked within the last access-token lifetime into the token verifier's
+    /// in-memory set (the auth actor runs it at every start). Returns how many.
+    pub async fn load_revoked_sessions(&self) -> Result<usize> {
+        let now = self.store.now_ms();
+        let window = self.tokens.access_ttl() + Duration::from_secs(crate::tokens::LEEWAY_SECS + 1);
+        let since = now.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        let mut loaded = 0;
+        let mut cursor = None;
+        loop {
+            let first = cursor.is_none();
+            let mut scan = Scan::all().limit(REVOCATION_PAGE).after(cursor.take());
+            if first {
+                scan.start = std::ops::Bound::Included(Key::empty().u64(since).encode());
+            }
+            let page = self.store.scan(SESSIONS_REVOKED, &Key::empty(), &scan).await?;
+            for row in &page.rows {
+                if let [KeyPart::U64(at_ms), KeyPart::Str(sid)] = row.ck.0.as_slice() {
+                    self.tokens.revoke_session(sid, at_ms / 1000);
+                    loaded += 1;
+                }
+            }
+            match page.next {
+                Some(next) if page.rows.len() == REVOCATION_PAGE => cursor = Some(next),
+                _ => return Ok(loaded),
+            }
+        }
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
@@ -390,8 +441,8 @@ impl Auth {
         token
     }
 
-    fn pair(&self, user: &UserRecord, refresh_token: String) -> Result<TokenPair> {
-        let access = self.tokens.issue(&user.id, &user.roles)?;
+    fn pair(&self, user: &UserRecord, refresh_token: String, session: &str) -> Result<TokenPair> {
+        let access = self.tokens.issue_for_session(&user.id, &user.roles, session)?;
         Ok(TokenPair {
             access_token: access.token,
             refresh_token,
@@ -470,6 +521,9 @@ impl Actor for AuthActor {
     type Arguments = ();
 
     async fn pre_start(&self, _myself: ActorRef<AuthMsg>, _args: ()) -> Result<Inflight, ActorProcessingErr> {
+        // Access tokens of sessions ended before a restart stay refused.
+        let n = self.svc.load_revoked_sessions().await?;
+        tracing::debug!(sessions = n, "revoked sessions loaded");
         Ok(Inflight::default())
     }
 

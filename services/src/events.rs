@@ -44,3 +44,7 @@ pub const CONTENT_CREATED: &str = "content.created";
 pub const CONTENT_UPDATED: &str = "content.updated";
 /// Payload `{content_id, author_id}`.
 pub const CONTENT_DELETED: &str = "content.deleted";
+/// Aggregate = the notification (`{user_id}/{notification_id}`, version 1). Payload = the stored
+/// notification (`notifications::Notification`). Emitted by the notification service in the batch that
+/// stores it; the push to the user's channel follows from it.
+pub const NOTIFICATION_CREATED: &str = "notification.created";

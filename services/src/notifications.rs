@@ -1,6 +1,14 @@
 //! The notification service: turns domain events into per-user notifications (stored, listed, marked
 //! read) and pushes each new one to the user's `notifications:{user_id}` channel.
 //!
+//! The push follows from the durable write: the batch that stores a notification also appends a
+//! `notification.created` domain event (aggregate = the notification, version 1, payload = the
+//! notification JSON) to the outbox, and the bus subscriber [`PushHandler`] (registered by
+//! [`subscribe_push`]) publishes it to the [`NotificationSink`]. A crash between the write and the
+//! push therefore delays the push until the bus runs again instead of losing it. The handler skips
+//! notification ids it pushed recently (redelivery within one process); after a crash between a push
+//! and the bus's ack the WebSocket client may see that notification twice.
+//!
 //! Rules: `content.created` notifies every follower of the author (the `FOLLOWERS` partition of the
 //! author, paged, with a bounded number of writes in flight); `user.followed` notifies the followed
 //! user. A notification is written at most once per (user, event): its key derives from the event, so
@@ -26,6 +34,7 @@
 //! Collaborators: `troupe_actors::bus` (delivery), the store, [`crate::schema::FOLLOWERS`] (read only),
 //! a [`NotificationSink`] (the channel hub, wired by the node).
 
+mod push;
 mod repo;
 
 use std::fmt;
@@ -42,7 +51,11 @@ use troupe_storage::{Store, StoreError};
 
 use crate::events::{CONTENT_CREATED, DomainEvent, USER_FOLLOWED};
 
+pub use push::{PUSH_SUBSCRIBER, PushHandler, subscribe_push};
 pub use repo::Notifications;
+
+/// Outbox topic of a stored notification: what the push follows from.
+pub use crate::events::NOTIFICATION_CREATED;
 
 /// Table of notifications (see the module docs).
 pub const NOTIFICATIONS: &str = "notifications";
@@ -226,12 +239,27 @@ impl fmt::Debug for NotificationMsg {
 #[derive(Clone)]
 pub struct NotificationService {
     core: Notifications,
+    sink: Arc<dyn NotificationSink>,
 }
 
 impl NotificationService {
-    /// A service over `store`, pushing to `sink`.
+    /// A service over `store` whose new notifications reach `sink` through the outbox and
+    /// [`Self::push_handler`] (subscribe it with [`subscribe_push`]).
     pub fn new(store: Store, sink: Arc<dyn NotificationSink>, config: NotificationConfig) -> Self {
-        Self { core: Notifications::new(store, sink, config) }
+        Self { core: Notifications::new(store, config), sink }
+    }
+
+    /// Wakes `bus` after each stored notification so its push goes out without waiting for the
+    /// bus's poll interval.
+    #[must_use]
+    pub fn with_bus(mut self, bus: &EventBus) -> Self {
+        self.core = self.core.with_waker(bus.clone());
+        self
+    }
+
+    /// The bus subscriber that pushes stored notifications to this service's sink.
+    pub fn push_handler(&self) -> PushHandler {
+        PushHandler::new(Arc::clone(&self.sink))
     }
 
     /// The supervised child, named [`SERVICE_NAME`].

@@ -34,6 +34,10 @@ pub const REFRESH_TOKENS: &str = "refresh_tokens";
 pub const REFRESH_SPENT: &str = "refresh_spent";
 /// Revoked refresh-token families. pk = `(family_id)`, ck = `()`, empty value, row TTL = refresh TTL.
 pub const REFRESH_REVOKED: &str = "refresh_revoked";
+/// Revoked sessions (logout, refresh-token reuse): ONE partition pk = `()`, ck = `(revoked_at_ms, family_id)`,
+/// empty value, row TTL = access-token TTL + leeway (after that every access token of the session has
+/// expired). The auth service loads it into the token verifier's in-memory set at start.
+pub const SESSIONS_REVOKED: &str = "sessions_revoked";
 /// Content items. pk = `(content_id)`, ck = `()`, value = `typed` content record (incl. its indexed words).
 pub const CONTENT: &str = "content";
 /// Every item, newest first. ONE partition pk = `()`, ck = `(u64::MAX - created_ms, content_id)`, empty value.

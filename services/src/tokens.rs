@@ -7,10 +7,30 @@
 //! even parse, and a token signed with any other algorithm (e.g. HS256 with the RSA public key as the
 //! secret) is refused before any key is used.
 //!
+//! External tokens: with a JWKS configured ([`jwks`]), a token whose header carries a `kid` is
+//! checked against the identity provider's cached keys instead (our own tokens never carry a `kid`).
+//! Its `sub` becomes the principal's user id **as-is** (no lookup: an external subject that is not a
+//! Troupe user id owns no Troupe resources and `GET /users/me` answers 404 for it); its roles come
+//! from the configured claim (default `roles`): every external token gets `user`, and `admin` only if
+//! the claim lists it; unknown role names are ignored.
+//!
+//! Sessions: access tokens issued at login/refresh carry `sid` (the refresh-token family, one per
+//! login). Logout and refresh-token reuse revoke the session: [`Tokens::revoke_session`] puts the sid
+//! in an in-memory set (entries expire after the access-token TTL plus leeway, when every token of the
+//! session has expired anyway), filled from the store when the auth service starts. Verification then
+//! refuses the session's tokens with one hash lookup (none at all while the set is empty): no store
+//! read per request. The set is per node: on a cluster the logout must be propagated to every node's
+//! set (e.g. a `session.revoked` broadcast); today only the node that served the logout knows it
+//! until the others restart.
+//!
 //! Collaborators: `auth` (issues tokens at login/refresh), `policy` (the [`Principal`] a token yields),
 //! the gateway (verifies bearer tokens).
 
-use std::sync::Arc;
+pub mod jwks;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -109,6 +129,12 @@ pub enum AuthError {
     /// Key material is unusable, or this instance has no private key to sign with.
     #[error("token keys misconfigured: {0}")]
     Key(String),
+    /// The header's `kid` names no key of the identity provider (even after a refetch).
+    #[error("token signing key unknown")]
+    UnknownKey,
+    /// The token's session was ended (logout or refresh-token reuse).
+    #[error("token session revoked")]
+    Revoked,
 }
 
 impl From<AuthError> for ServiceError {
@@ -162,6 +188,9 @@ pub struct Claims {
     pub jti: String,
     /// Roles (`["user"]`, `["user", "admin"]`).
     pub roles: Vec<Role>,
+    /// Session id (the refresh-token family of the login); absent on tokens issued outside a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// A freshly signed access token.
@@ -183,6 +212,38 @@ struct Inner {
     issuer: String,
     audience: String,
     access_ttl: Duration,
+    jwks: Option<jwks::Jwks>,
+    revoked: Revocations,
+    /// `base64url(header).` of the tokens we sign: a token starting with it is ours (no `kid`), so
+    /// routing it costs a prefix compare instead of a header decode.
+    own_header_prefix: String,
+}
+
+/// Revoked session ids → when the entry may be forgotten (seconds since the epoch).
+#[derive(Default)]
+struct Revocations {
+    /// Number of entries: lets verification skip the lock while nothing is revoked.
+    len: AtomicUsize,
+    map: RwLock<HashMap<String, u64>>,
+}
+
+impl Revocations {
+    fn contains(&self, sid: &str, now: u64) -> bool {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.map.read().unwrap_or_else(PoisonError::into_inner).get(sid).is_some_and(|until| *until > now)
+    }
+
+    fn insert(&self, sid: &str, until: u64, now: u64) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, u| *u > now);
+        if until > now {
+            let e = map.entry(sid.to_owned()).or_insert(until);
+            *e = (*e).max(until);
+        }
+        self.len.store(map.len(), Ordering::Release);
+    }
 }
 
 /// Signs and verifies access tokens. Cheap to clone (shared); stateless verification.
@@ -213,6 +274,18 @@ pub fn now_secs() -> u64 {
 impl Tokens {
     /// Sets up signing (if a private key or secret is given) and verification.
     pub fn new(key: &JwtKey, issuer: &str, audience: &str, access_ttl: Duration) -> Result<Self, AuthError> {
+        Self::with_jwks(key, issuer, audience, access_ttl, None)
+    }
+
+    /// As [`Self::new`], also accepting tokens of the identity provider `jwks` describes.
+    pub fn with_jwks(
+        key: &JwtKey,
+        issuer: &str,
+        audience: &str,
+        access_ttl: Duration,
+        jwks: Option<jwks::JwksSettings>,
+    ) -> Result<Self, AuthError> {
+        let jwks = jwks.map(jwks::Jwks::new).transpose()?;
         let bad = |e: jsonwebtoken::errors::Error| AuthError::Key(e.to_string());
         let (encoding, decoding) = match key {
             JwtKey::Hs256 { secret } => {
@@ -249,6 +322,9 @@ impl Tokens {
                 issuer: issuer.to_owned(),
                 audience: audience.to_owned(),
                 access_ttl,
+                jwks,
+                revoked: Revocations::default(),
+                own_header_prefix: header_prefix(algorithm)?,
             }),
         })
     }
@@ -268,8 +344,23 @@ impl Tokens {
         self.issue_at(user_id, roles, now_secs())
     }
 
+    /// Signs an access token of session `sid` (see [`Self::revoke_session`]), valid from now.
+    pub fn issue_for_session(&self, user_id: &str, roles: &[Role], sid: &str) -> Result<IssuedToken, AuthError> {
+        self.issue_claims(user_id, roles, now_secs(), Some(sid.to_owned()))
+    }
+
     /// Signs an access token as if issued at `iat` (seconds since the epoch).
     pub fn issue_at(&self, user_id: &str, roles: &[Role], iat: u64) -> Result<IssuedToken, AuthError> {
+        self.issue_claims(user_id, roles, iat, None)
+    }
+
+    fn issue_claims(
+        &self,
+        user_id: &str,
+        roles: &[Role],
+        iat: u64,
+        sid: Option<String>,
+    ) -> Result<IssuedToken, AuthError> {
         let ttl = self.inner.access_ttl.as_secs().max(1);
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -280,6 +371,7 @@ impl Tokens {
             aud: self.inner.audience.clone(),
             jti: uuid::Uuid::now_v7().to_string(),
             roles: roles.to_vec(),
+            sid,
         };
         let token = self.sign(&claims)?;
         Ok(IssuedToken { token, expires_in: ttl, claims })
@@ -291,20 +383,124 @@ impl Tokens {
         jsonwebtoken::encode(&Header::new(self.inner.algorithm), claims, key).map_err(|e| map_jwt_error(&e))
     }
 
-    /// Verifies a compact JWT and returns who it speaks for.
+    /// Verifies a compact JWT and returns who it speaks for. Never waits: a token of the identity
+    /// provider whose `kid` is not cached fails with [`AuthError::UnknownKey`] and schedules a
+    /// (rate-limited) refetch; [`Self::verify_async`] waits for it instead.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if let Some(jwks) = &self.inner.jwks
+            && !token.starts_with(&self.inner.own_header_prefix)
+            && let Some(kid) = external_kid(token)?
+        {
+            let r = self.verify_external(jwks, &kid, token);
+            if r == Err(AuthError::UnknownKey) {
+                jwks.kick(&kid);
+            }
+            return r;
+        }
         self.verify_claims(token).map(|c| Principal { user_id: c.sub, roles: c.roles })
     }
 
-    /// Verifies a compact JWT and returns all its claims.
+    /// As [`Self::verify`], but a token of the identity provider with an unknown `kid` waits for one
+    /// refetch of its keys (rate-limited, single-flight, bounded by the fetch timeout) and is checked
+    /// again. Our own tokens never wait.
+    pub async fn verify_async(&self, token: &str) -> Result<Principal, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::UnknownKey) => {}
+            other => return other,
+        }
+        let (Some(jwks), Some(kid)) = (&self.inner.jwks, external_kid(token)?) else {
+            return Err(AuthError::UnknownKey);
+        };
+        jwks.refresh_for(&kid).await;
+        self.verify_external(jwks, &kid, token)
+    }
+
+    /// The identity provider's key cache, if a JWKS URL is configured.
+    pub fn jwks(&self) -> Option<&jwks::Jwks> {
+        self.inner.jwks.as_ref()
+    }
+
+    fn verify_external(&self, jwks: &jwks::Jwks, kid: &str, token: &str) -> Result<Principal, AuthError> {
+        let key = jwks.key(kid).ok_or(AuthError::UnknownKey)?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key.key,
+            jwks.validation(key.algorithm),
+        )
+        .map_err(|e| map_jwt_error(&e))?;
+        let claims = data.claims;
+        let sub = match claims.get("sub") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
+            _ => return Err(AuthError::BadClaim("sub".into())),
+        };
+        let mut roles = vec![Role::User];
+        let listed: Vec<&str> = match claims.get(&jwks.settings().roles_claim) {
+            Some(serde_json::Value::Array(items)) => items.iter().filter_map(serde_json::Value::as_str).collect(),
+            Some(serde_json::Value::String(s)) => s.split_whitespace().collect(),
+            _ => Vec::new(),
+        };
+        if listed.contains(&Role::Admin.as_str()) {
+            roles.push(Role::Admin);
+        }
+        Ok(Principal { user_id: sub, roles })
+    }
+
+    /// Verifies one of our own compact JWTs and returns all its claims (refusing revoked sessions).
     pub fn verify_claims(&self, token: &str) -> Result<Claims, AuthError> {
         if token.len() > 8192 {
             return Err(AuthError::Malformed);
         }
-        jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)
             .map(|data| data.claims)
-            .map_err(|e| map_jwt_error(&e))
+            .map_err(|e| map_jwt_error(&e))?;
+        if let Some(sid) = &claims.sid
+            && self.inner.revoked.contains(sid, now_secs())
+        {
+            return Err(AuthError::Revoked);
+        }
+        Ok(claims)
     }
+
+    /// Refuses every access token of session `sid` from now on (in this process), until they would
+    /// all have expired: `revoked_at` (seconds since the epoch) + access TTL + leeway.
+    pub fn revoke_session(&self, sid: &str, revoked_at: u64) {
+        let until = revoked_at.saturating_add(self.inner.access_ttl.as_secs()).saturating_add(LEEWAY_SECS + 1);
+        self.inner.revoked.insert(sid, until, now_secs());
+    }
+
+    /// Whether `sid` is currently revoked.
+    pub fn is_session_revoked(&self, sid: &str) -> bool {
+        self.inner.revoked.contains(sid, now_secs())
+    }
+}
+
+/// `base64url(JSON of the header we sign with) + "."`, as `jsonwebtoken::encode` writes it.
+fn header_prefix(algorithm: Algorithm) -> Result<String, AuthError> {
+    let json = serde_json::to_vec(&Header::new(algorithm)).map_err(|e| AuthError::Key(e.to_string()))?;
+    let mut out = base64url(&json);
+    out.push('.');
+    Ok(out)
+}
+
+/// Unpadded base64url (RFC 4648 §5).
+fn base64url(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// The header `kid` of a token, if it has one (only tokens of the identity provider do).
+fn external_kid(token: &str) -> Result<Option<String>, AuthError> {
+    if token.len() > 8192 {
+        return Err(AuthError::Malformed);
+    }
+    jsonwebtoken::decode_header(token).map(|h| h.kid).map_err(|e| map_jwt_error(&e))
 }
 
 /// 32 random bytes from the OS, hex-encoded (64 chars): refresh tokens and throwaway secrets.

@@ -18,6 +18,10 @@ use crate::error::ConfigError;
 
 /// Smallest accepted `auth.jwt_secret`, in bytes (RFC 7518 §3.2: a key as long as the hash).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// OWASP's weakest recommended argon2id memory cost (7 MiB, with 5 iterations), in KiB.
+pub const OWASP_MIN_HASH_MEMORY_KIB: u32 = 7 * 1024;
+/// OWASP's argon2id rows all spend at least this much memory x iterations (7 MiB x 5), in KiB.
+pub const OWASP_MIN_HASH_MEMORY_X_ITERATIONS: u64 = 7 * 1024 * 5;
 
 lowercase_enum!(
     /// JWT signing algorithm (`auth.jwt_algorithm`). Case-insensitive in the config.
@@ -67,6 +71,32 @@ pub struct AuthConfig {
     pub admin_emails: Vec<String>,
     /// Password hashes computed at once, 1..=64. Default 2.
     pub password_hash_concurrency: usize,
+    /// argon2id memory cost in KiB. Default 19456 (19 MiB, OWASP). At least
+    /// [`OWASP_MIN_HASH_MEMORY_KIB`] and memory x iterations at least
+    /// [`OWASP_MIN_HASH_MEMORY_X_ITERATIONS`] unless `allow_insecure_password_hashing`; at most 1 GiB.
+    /// Existing hashes made with other costs keep verifying (the PHC string carries its costs).
+    pub password_hash_memory_kib: u32,
+    /// argon2id iterations, 1..=100. Default 2.
+    pub password_hash_iterations: u32,
+    /// argon2id lanes, 1..=16. Default 1.
+    pub password_hash_parallelism: u32,
+    /// Accept costs below the OWASP minimums (fast tests and demos). Default false.
+    pub allow_insecure_password_hashing: bool,
+    /// `http://` URL of an external identity provider's JWK Set (RFC 7517). When set, tokens whose
+    /// header has a `kid` are verified with the provider's RS256/EdDSA keys. Default unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Required `iss` of external tokens; required with `jwks_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_issuer: Option<String>,
+    /// Required `aud` of external tokens; unset = `audience`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_audience: Option<String>,
+    /// Claim of external tokens listing roles (array, or space-separated string). Default `roles`.
+    pub jwks_roles_claim: String,
+    /// Period of the JWK Set refetch. Default 5m.
+    #[serde(serialize_with = "duration::serialize")]
+    pub jwks_refresh_interval: Duration,
 }
 
 impl Default for AuthConfig {
@@ -82,6 +112,15 @@ impl Default for AuthConfig {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             admin_emails: Vec::new(),
             password_hash_concurrency: 2,
+            password_hash_memory_kib: 19 * 1024,
+            password_hash_iterations: 2,
+            password_hash_parallelism: 1,
+            allow_insecure_password_hashing: false,
+            jwks_url: None,
+            jwks_issuer: None,
+            jwks_audience: None,
+            jwks_roles_claim: "roles".to_owned(),
+            jwks_refresh_interval: Duration::from_secs(300),
         }
     }
 }

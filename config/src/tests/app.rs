@@ -674,3 +674,100 @@ fn app_sections_render_and_reload() {
     std::fs::remove_file(private).unwrap();
     std::fs::remove_file(public).unwrap();
 }
+
+// ---- [auth] password hash costs and JWKS ----
+
+#[test]
+fn password_hash_costs_default_to_owasp_and_are_configurable() {
+    let a = ConfigLoader::new().load().unwrap().auth;
+    assert_eq!((a.password_hash_memory_kib, a.password_hash_iterations, a.password_hash_parallelism), (19456, 2, 1));
+    assert!(!a.allow_insecure_password_hashing);
+    let a = from_toml(
+        "[auth]\npassword_hash_memory_kib = 47104\npassword_hash_iterations = 1\npassword_hash_parallelism = 2\n",
+    )
+    .unwrap()
+    .auth;
+    assert_eq!((a.password_hash_memory_kib, a.password_hash_iterations, a.password_hash_parallelism), (47104, 1, 2));
+    let a = ConfigLoader::new().set("auth.password_hash_memory_kib", "7168").set("auth.password_hash_iterations", "5");
+    assert!(a.load().is_ok(), "OWASP's 7 MiB x 5 row is accepted");
+}
+
+#[test]
+fn password_hash_costs_below_owasp_need_the_explicit_switch() {
+    assert_one_error(
+        ConfigLoader::new().set("auth.password_hash_memory_kib", "64").load(),
+        "auth.password_hash_memory_kib",
+        "must be at least 7168 KiB (OWASP's argon2id minimum), got 64",
+    );
+    assert_one_error(
+        ConfigLoader::new()
+            .set("auth.password_hash_memory_kib", "19456")
+            .set("auth.password_hash_iterations", "1")
+            .load(),
+        "auth.password_hash_iterations",
+        "memory x iterations must be at least 35840 KiB",
+    );
+    let a = ConfigLoader::new()
+        .set("auth.password_hash_memory_kib", "64")
+        .set("auth.password_hash_iterations", "1")
+        .set("auth.allow_insecure_password_hashing", "true")
+        .load()
+        .unwrap()
+        .auth;
+    assert_eq!((a.password_hash_memory_kib, a.password_hash_iterations), (64, 1));
+    // argon2's own rule holds even with the switch: 8 KiB per lane.
+    assert_one_error(
+        ConfigLoader::new()
+            .set("auth.password_hash_memory_kib", "64")
+            .set("auth.password_hash_parallelism", "16")
+            .set("auth.allow_insecure_password_hashing", "true")
+            .load(),
+        "auth.password_hash_memory_kib",
+        "at least 8 KiB per lane",
+    );
+    for (key, value, needle) in [
+        ("auth.password_hash_memory_kib", "0", "must be an integer from 8 to 1048576, got 0"),
+        ("auth.password_hash_iterations", "0", "must be an integer from 1 to 100, got 0"),
+        ("auth.password_hash_parallelism", "17", "must be an integer from 1 to 16, got 17"),
+    ] {
+        assert_one_error(ConfigLoader::new().set(key, value).load(), key, needle);
+    }
+}
+
+#[test]
+fn jwks_settings_are_checked() {
+    let a = from_toml(
+        "[auth]\njwks_url = \"http://127.0.0.1:8081/.well-known/jwks.json\"\njwks_issuer = \"https://idp.example\"\n",
+    )
+    .unwrap()
+    .auth;
+    assert_eq!(a.jwks_url.as_deref(), Some("http://127.0.0.1:8081/.well-known/jwks.json"));
+    assert_eq!(a.jwks_issuer.as_deref(), Some("https://idp.example"));
+    assert_eq!((a.jwks_audience, a.jwks_roles_claim.as_str()), (None, "roles"));
+    assert_eq!(a.jwks_refresh_interval, Duration::from_secs(300));
+    assert_one_error(
+        ConfigLoader::new().set("auth.jwks_url", "http://idp/jwks").load(),
+        "auth.jwks_issuer",
+        "required by auth.jwks_url",
+    );
+    assert_one_error(
+        ConfigLoader::new().set("auth.jwks_url", "https://idp/jwks").set("auth.jwks_issuer", "i").load(),
+        "auth.jwks_url",
+        "https:// is not supported",
+    );
+    for bad in ["ftp://idp/jwks", "http://", "http:///x", "idp/jwks", "http://a b/"] {
+        let r = ConfigLoader::new().set("auth.jwks_url", bad).set("auth.jwks_issuer", "i").load();
+        assert!(r.is_err(), "{bad} accepted");
+    }
+    assert_one_error(
+        ConfigLoader::new().set("auth.jwks_issuer", "i").load(),
+        "auth.jwks_issuer",
+        "only used with auth.jwks_url",
+    );
+    assert_one_error(
+        ConfigLoader::new().set("auth.jwks_refresh_interval", "0s").load(),
+        "auth.jwks_refresh_interval",
+        "must be greater than 0",
+    );
+    assert_one_error(from_toml("[auth]\njwks_roles_claim = \" \"\n"), "auth.jwks_roles_claim", "empty");
+}

@@ -9,8 +9,9 @@ use std::str::FromStr;
 use super::{Checker, int_at_least, non_empty_secret, positive_duration};
 use crate::duration;
 use crate::model::{
-    AuthConfig, BusConfig, GatewayConfig, IpNet, JwtAlgorithm, MIN_JWT_SECRET_BYTES, NotificationsConfig, PemKind,
-    RateLimit, RateLimitConfig, WsConfig, is_hostname, read_pem,
+    AuthConfig, BusConfig, GatewayConfig, IpNet, JwtAlgorithm, MIN_JWT_SECRET_BYTES, NotificationsConfig,
+    OWASP_MIN_HASH_MEMORY_KIB, OWASP_MIN_HASH_MEMORY_X_ITERATIONS, PemKind, RateLimit, RateLimitConfig, WsConfig,
+    is_hostname, read_pem,
 };
 use crate::raw::{RawAuth, RawBus, RawGateway, RawNotifications, RawRate, RawWs};
 
@@ -49,6 +50,40 @@ pub(super) fn auth(c: &mut Checker<'_>, raw: RawAuth) -> AuthConfig {
             d.password_hash_concurrency,
             |v| int_in(v, 1usize, 64),
         ),
+        password_hash_memory_kib: c.field(
+            "auth.password_hash_memory_kib",
+            raw.password_hash_memory_kib,
+            d.password_hash_memory_kib,
+            |v| int_in(v, 8u32, 1024 * 1024),
+        ),
+        password_hash_iterations: c.field(
+            "auth.password_hash_iterations",
+            raw.password_hash_iterations,
+            d.password_hash_iterations,
+            |v| int_in(v, 1u32, 100),
+        ),
+        password_hash_parallelism: c.field(
+            "auth.password_hash_parallelism",
+            raw.password_hash_parallelism,
+            d.password_hash_parallelism,
+            |v| int_in(v, 1u32, 16),
+        ),
+        allow_insecure_password_hashing: c.field(
+            "auth.allow_insecure_password_hashing",
+            raw.allow_insecure_password_hashing,
+            d.allow_insecure_password_hashing,
+            Ok,
+        ),
+        jwks_url: c.field("auth.jwks_url", raw.jwks_url, None, |s| jwks_url(&s).map(Some)),
+        jwks_issuer: c.field("auth.jwks_issuer", raw.jwks_issuer, None, |s| non_blank(s).map(Some)),
+        jwks_audience: c.field("auth.jwks_audience", raw.jwks_audience, None, |s| non_blank(s).map(Some)),
+        jwks_roles_claim: c.field("auth.jwks_roles_claim", raw.jwks_roles_claim, d.jwks_roles_claim, non_blank),
+        jwks_refresh_interval: c.field(
+            "auth.jwks_refresh_interval",
+            raw.jwks_refresh_interval,
+            d.jwks_refresh_interval,
+            |s| positive_duration(&s),
+        ),
     };
 
     if c.ok(&["auth.access_token_ttl", "auth.refresh_token_ttl"]) && auth.refresh_token_ttl <= auth.access_token_ttl {
@@ -62,7 +97,62 @@ pub(super) fn auth(c: &mut Checker<'_>, raw: RawAuth) -> AuthConfig {
         );
     }
     check_jwt_keys(c, &auth);
+    check_hash_costs(c, &auth);
+    if c.ok(&["auth.jwks_url", "auth.jwks_issuer"]) {
+        match (&auth.jwks_url, &auth.jwks_issuer) {
+            (Some(_), None) => c.fail_because(
+                "auth.jwks_issuer",
+                "required by auth.jwks_url (the `iss` the identity provider puts in its tokens)",
+                "auth.jwks_url",
+            ),
+            (None, Some(_)) => c.fail("auth.jwks_issuer", "only used with auth.jwks_url"),
+            _ => {}
+        }
+    }
+    if c.ok(&["auth.jwks_url", "auth.jwks_audience"]) && auth.jwks_url.is_none() && auth.jwks_audience.is_some() {
+        c.fail("auth.jwks_audience", "only used with auth.jwks_url");
+    }
     auth
+}
+
+/// argon2id costs: argon2's own rule (memory >= 8 x lanes) always; the OWASP floor unless
+/// `auth.allow_insecure_password_hashing`.
+fn check_hash_costs(c: &mut Checker<'_>, auth: &AuthConfig) {
+    const KEYS: [&str; 4] = [
+        "auth.password_hash_memory_kib",
+        "auth.password_hash_iterations",
+        "auth.password_hash_parallelism",
+        "auth.allow_insecure_password_hashing",
+    ];
+    if !c.ok(&KEYS) {
+        return;
+    }
+    let (m, t, p) = (auth.password_hash_memory_kib, auth.password_hash_iterations, auth.password_hash_parallelism);
+    if u64::from(m) < 8 * u64::from(p) {
+        c.fail(KEYS[0], format!("must be at least 8 KiB per lane (auth.password_hash_parallelism = {p}), got {m}"));
+        return;
+    }
+    if auth.allow_insecure_password_hashing {
+        return;
+    }
+    if m < OWASP_MIN_HASH_MEMORY_KIB {
+        c.fail(
+            KEYS[0],
+            format!(
+                "must be at least {OWASP_MIN_HASH_MEMORY_KIB} KiB (OWASP's argon2id minimum), got {m}; set \
+                 auth.allow_insecure_password_hashing = true only for tests"
+            ),
+        );
+    } else if u64::from(m) * u64::from(t) < OWASP_MIN_HASH_MEMORY_X_ITERATIONS {
+        c.fail(
+            KEYS[1],
+            format!(
+                "memory x iterations must be at least {OWASP_MIN_HASH_MEMORY_X_ITERATIONS} KiB (OWASP's argon2id \
+                 minimum, e.g. 19456 KiB x 2 or 7168 KiB x 5), got {m} x {t}; set \
+                 auth.allow_insecure_password_hashing = true only for tests"
+            ),
+        );
+    }
 }
 
 /// Algorithm-dependent key rules: HS256 takes a secret and no files; RS256/EdDSA take two
@@ -247,6 +337,29 @@ fn non_blank(s: String) -> Result<String, String> {
     } else {
         Ok(trimmed.to_owned())
     }
+}
+
+/// `http://host[:port]/path`: the JWKS fetch has no TLS in this build, so `https://` is refused
+/// with an explanation rather than failing at the first fetch.
+fn jwks_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces".to_owned());
+    }
+    let lower = s.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err("https:// is not supported: this build's HTTP client has no TLS; serve the JWK Set over \
+                    http:// on a trusted network (e.g. a local proxy to the identity provider)"
+            .to_owned());
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return Err(format!("expected an http:// URL, got {s:?}"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("expected http://host[:port]/path, got {s:?}"));
+    }
+    Ok(s.to_owned())
 }
 
 fn path(s: String) -> Result<PathBuf, String> {

@@ -253,3 +253,64 @@ fn request_bodies_reject_unknown_fields() {
     let ok = serde_json::from_str::<LoginRequest>(r#"{"email":"a@b.c","password":"x"}"#);
     assert!(ok.is_ok());
 }
+
+#[tokio::test]
+async fn logout_revokes_the_sessions_access_tokens_and_only_them() {
+    let f = fixture().await;
+    f.user("sid@example.com").await;
+    let a = f.login("sid@example.com").await;
+    let b = f.login("sid@example.com").await;
+    let tokens = f.svc.tokens();
+    let sid_a = tokens.verify_claims(&a.access_token).unwrap().sid.unwrap();
+    assert_ne!(Some(sid_a.clone()), tokens.verify_claims(&b.access_token).unwrap().sid);
+    // Refresh keeps the session: the new access token carries the same sid.
+    let a2 = f.svc.auth.refresh(&anon(), &a.refresh_token).await.unwrap();
+    assert_eq!(tokens.verify_claims(&a2.access_token).unwrap().sid.as_deref(), Some(sid_a.as_str()));
+
+    f.svc.auth.logout(&anon(), &a2.refresh_token).await.unwrap();
+    assert_eq!(tokens.verify(&a.access_token).unwrap_err(), crate::AuthError::Revoked);
+    assert_eq!(tokens.verify(&a2.access_token).unwrap_err(), crate::AuthError::Revoked);
+    // The other login is untouched.
+    assert!(tokens.verify(&b.access_token).is_ok());
+}
+
+#[tokio::test]
+async fn refresh_token_reuse_revokes_the_sessions_access_tokens() {
+    let f = fixture().await;
+    f.user("reuse-sid@example.com").await;
+    let first = f.login("reuse-sid@example.com").await;
+    let second = f.svc.auth.refresh(&anon(), &first.refresh_token).await.unwrap();
+    // Replaying the redeemed token: the family (session) is revoked.
+    assert!(f.svc.auth.refresh(&anon(), &first.refresh_token).await.is_err());
+    assert_eq!(f.svc.tokens().verify(&second.access_token).unwrap_err(), crate::AuthError::Revoked);
+}
+
+#[tokio::test]
+async fn revoked_sessions_are_reloaded_from_the_store_after_a_restart() {
+    let f = fixture().await;
+    f.user("restart-sid@example.com").await;
+    let gone = f.login("restart-sid@example.com").await;
+    let live = f.login("restart-sid@example.com").await;
+    let (sid_gone, sid_live) = (sid_of(&f, &gone), sid_of(&f, &live));
+    f.svc.auth.logout(&anon(), &gone.refresh_token).await.unwrap();
+
+    // A new process: same store and key, empty in-memory set.
+    let key = JwtKey::Hs256 { secret: vec![5; 32] };
+    let settings = AuthSettings { key, ..crate::testkit::settings() };
+    let before = Auth::new(f.store.clone(), settings.clone()).unwrap();
+    let s_gone = before.tokens().issue_for_session("u", &[Role::User], &sid_gone).unwrap().token;
+    let s_live = before.tokens().issue_for_session("u", &[Role::User], &sid_live).unwrap().token;
+    assert!(before.tokens().verify(&s_gone).is_ok(), "nothing loaded yet");
+    assert_eq!(before.load_revoked_sessions().await.unwrap(), 1);
+    assert_eq!(before.tokens().verify(&s_gone).unwrap_err(), crate::AuthError::Revoked);
+    assert!(before.tokens().verify(&s_live).is_ok());
+
+    // Once every access token of the session has expired the record is no longer loaded.
+    f.clock.advance(settings.access_ttl + Duration::from_secs(crate::tokens::LEEWAY_SECS + 2));
+    let later = Auth::new(f.store.clone(), settings).unwrap();
+    assert_eq!(later.load_revoked_sessions().await.unwrap(), 0);
+}
+
+fn sid_of(f: &crate::testkit::Fixture, pair: &TokenPair) -> String {
+    f.svc.tokens().verify_claims(&pair.access_token).unwrap().sid.unwrap()
+}

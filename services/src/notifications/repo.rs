@@ -2,16 +2,16 @@
 //! count in one conditional batch, listing, marking read, and the event rules (fan-out to followers).
 
 use std::ops::Bound;
-use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use troupe_storage::{Condition, Key, KeyPart, Row, Scan, Store, StoreError, WriteBatch};
 
+use troupe_actors::bus::EventBus;
+
 use super::{
-    MAX_PAGE, NOTIFICATION_COUNTS, NOTIFICATIONS, NOTIFICATIONS_UNREAD, Notification, NotificationConfig,
-    NotificationError, NotificationPage, NotificationSink, channel_for,
+    MAX_PAGE, NOTIFICATION_COUNTS, NOTIFICATION_CREATED, NOTIFICATIONS, NOTIFICATIONS_UNREAD, Notification,
+    NotificationConfig, NotificationError, NotificationPage,
 };
 use crate::events::{CONTENT_CREATED, DomainEvent, USER_FOLLOWED};
 use crate::schema::FOLLOWERS;
@@ -44,8 +44,9 @@ struct UserFollowed {
 #[derive(Clone)]
 pub struct Notifications {
     store: Store,
-    sink: Arc<dyn NotificationSink>,
     config: NotificationConfig,
+    /// Woken after a notification (and its push event) is committed.
+    waker: Option<EventBus>,
 }
 
 fn contention(what: &str) -> NotificationError {
@@ -91,20 +92,42 @@ fn encode(n: &Notification) -> Result<Vec<u8>, NotificationError> {
     serde_json::to_vec(n).map_err(|e| NotificationError::BadEvent(e.to_string()))
 }
 
+/// The `notification.created` outbox payload: a [`DomainEvent`] whose aggregate is the notification
+/// (`{user_id}/{id}`, created once: version 1) and whose payload is the notification.
+fn push_event(n: &Notification) -> Result<Vec<u8>, NotificationError> {
+    let event = DomainEvent {
+        id: crate::common::new_id(),
+        kind: NOTIFICATION_CREATED.to_owned(),
+        aggregate_id: format!("{}/{}", n.user_id, n.id),
+        payload: serde_json::to_value(n).map_err(|e| NotificationError::BadEvent(e.to_string()))?,
+        timestamp: n.created_at,
+        version: 1,
+        traceparent: None,
+    };
+    serde_json::to_vec(&event).map_err(|e| NotificationError::BadEvent(e.to_string()))
+}
+
 fn payload<T: serde::de::DeserializeOwned>(event: &DomainEvent) -> Result<T, NotificationError> {
     serde_json::from_value(event.payload.clone())
         .map_err(|e| NotificationError::BadEvent(format!("{} {}: bad payload: {e}", event.kind, event.id)))
 }
 
 impl Notifications {
-    /// The logic over `store`, pushing new notifications to `sink`.
-    pub fn new(store: Store, sink: Arc<dyn NotificationSink>, config: NotificationConfig) -> Self {
+    /// The logic over `store`.
+    pub fn new(store: Store, config: NotificationConfig) -> Self {
         let config = NotificationConfig {
             fanout_page: config.fanout_page.max(1),
             fanout_concurrency: config.fanout_concurrency.max(1),
             ..config
         };
-        Self { store, sink, config }
+        Self { store, config, waker: None }
+    }
+
+    /// Calls `bus.notify()` after each new notification is committed.
+    #[must_use]
+    pub fn with_waker(mut self, bus: EventBus) -> Self {
+        self.waker = Some(bus);
+        self
     }
 
     /// The unread count row: (count, condition that it is unchanged).
@@ -124,12 +147,14 @@ impl Notifications {
         }
     }
 
-    /// Writes `n` unless its (user, event) notification exists; returns whether it was new. New ones
-    /// are pushed to the user's channel.
+    /// Writes `n` unless its (user, event) notification exists; returns whether it was new. A new one
+    /// is committed together with its `notification.created` outbox entry, from which the push to the
+    /// user's channel follows.
     pub async fn insert(&self, n: &Notification) -> Result<bool, NotificationError> {
         let pk = check_user(&n.user_id)?;
         let key = ck(n.created_at, &n.event_id);
         let value = encode(n)?;
+        let push = push_event(n)?;
         for _ in 0..CAS_ATTEMPTS {
             let (count, unchanged) = self.count(&pk).await?;
             let mut batch = WriteBatch::new();
@@ -143,9 +168,12 @@ impl Notifications {
                 None,
                 unchanged,
             );
+            batch.append_outbox(NOTIFICATION_CREATED, push.clone());
             match self.store.commit(batch).await {
                 Ok(_) => {
-                    self.sink.publish(&channel_for(&n.user_id), Bytes::from(value));
+                    if let Some(bus) = &self.waker {
+                        bus.notify();
+                    }
                     return Ok(true);
                 }
                 Err(StoreError::Conflict { .. }) => {

@@ -14,9 +14,10 @@ use troupe_storage::{FjallBackend, Key, Store, SystemClock, WriteBatch};
 
 use super::{
     Notification, NotificationClient, NotificationConfig, NotificationError, NotificationHandler, NotificationMsg,
-    NotificationService, NotificationSink, Notifications, SUBSCRIBER, channel_for, subscribe,
+    NotificationService, NotificationSink, Notifications, PushHandler, SUBSCRIBER, channel_for, subscribe,
+    subscribe_push,
 };
-use crate::events::{CONTENT_CREATED, DomainEvent, USER_CREATED, USER_FOLLOWED};
+use crate::events::{CONTENT_CREATED, DomainEvent, NOTIFICATION_CREATED, USER_CREATED, USER_FOLLOWED};
 use crate::schema::{DEAD_LETTERS, FOLLOWERS};
 
 async fn store() -> (Store, tempfile::TempDir) {
@@ -76,6 +77,20 @@ async fn emit(store: &Store, event: &DomainEvent) {
     store.commit(batch).await.unwrap();
 }
 
+/// The notifications whose push waits in the outbox (`notification.created`), oldest first.
+async fn pending_pushes(store: &Store) -> Vec<Notification> {
+    let entries = store.pending_outbox(100_000).await.unwrap();
+    entries
+        .into_iter()
+        .filter(|e| e.topic == NOTIFICATION_CREATED)
+        .map(|e| {
+            let ev: DomainEvent = serde_json::from_slice(&e.payload).unwrap();
+            assert_eq!((ev.kind.as_str(), ev.version), (NOTIFICATION_CREATED, 1));
+            serde_json::from_value(ev.payload).unwrap()
+        })
+        .collect()
+}
+
 async fn eventually<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
@@ -132,10 +147,9 @@ async fn a_follow_notifies_the_followed_user_once_under_redelivery() {
     assert_eq!(client.unread_count("bob").await.unwrap(), 1);
     assert!(client.list("alice", false, 10, None).await.unwrap().items.is_empty());
 
-    let published = sink.published();
-    assert_eq!(published.len(), 1, "pushed once");
-    assert_eq!(published[0].0, channel_for("bob"));
-    assert_eq!(serde_json::from_slice::<Notification>(&published[0].1).unwrap(), *n);
+    // The push waits in the outbox, written with the notification: once.
+    assert_eq!(pending_pushes(&store).await, vec![n.clone()], "push staged once");
+    assert!(sink.published().is_empty(), "nothing is pushed before the bus delivers it");
     // Other event types are ignored.
     assert_eq!(client.deliver(event(USER_CREATED, "x", serde_json::json!({}), 1)).await.unwrap(), 0);
     root.shutdown(Duration::from_secs(5)).await;
@@ -144,8 +158,7 @@ async fn a_follow_notifies_the_followed_user_once_under_redelivery() {
 #[tokio::test]
 async fn content_fans_out_to_followers_over_several_pages() {
     let (store, _dir) = store().await;
-    let sink = Arc::new(Recorder::default());
-    let core = Notifications::new(store.clone(), sink.clone(), config());
+    let core = Notifications::new(store.clone(), config());
     let followers: Vec<String> = (0..10).map(|i| format!("f{i:02}")).collect();
     for f in &followers {
         follow(&store, f, "author").await;
@@ -164,7 +177,7 @@ async fn content_fans_out_to_followers_over_several_pages() {
     }
     assert!(core.list("author", false, 10, None).await.unwrap().items.is_empty());
     assert!(core.list("x", false, 10, None).await.unwrap().items.is_empty());
-    let mut channels: Vec<String> = sink.published().into_iter().map(|(c, _)| c).collect();
+    let mut channels: Vec<String> = pending_pushes(&store).await.into_iter().map(|n| channel_for(&n.user_id)).collect();
     channels.sort();
     assert_eq!(channels, followers.iter().map(|f| channel_for(f)).collect::<Vec<_>>());
 }
@@ -172,7 +185,7 @@ async fn content_fans_out_to_followers_over_several_pages() {
 #[tokio::test]
 async fn list_is_newest_first_with_cursor_paging() {
     let (store, _dir) = store().await;
-    let core = Notifications::new(store.clone(), Arc::new(Recorder::default()), config());
+    let core = Notifications::new(store.clone(), config());
     for ts in [3_000, 1_000, 7_000, 2_000, 5_000, 4_000, 6_000] {
         core.deliver(&followed(&format!("u{ts}"), "bob", ts)).await.unwrap();
     }
@@ -239,7 +252,7 @@ async fn mark_read_is_owner_only_and_counts_stay_exact() {
 #[tokio::test]
 async fn concurrent_inserts_keep_the_unread_count_exact() {
     let (store, _dir) = store().await;
-    let core = Notifications::new(store.clone(), Arc::new(Recorder::default()), config());
+    let core = Notifications::new(store.clone(), config());
     let events: Vec<DomainEvent> = (0..20).map(|i| followed(&format!("u{i}"), "bob", 1_000 + i)).collect();
     // Every event twice, all at once: 20 notifications, count 20.
     let tasks: Vec<_> = events
@@ -275,6 +288,7 @@ async fn events_flow_from_the_outbox_through_the_bus() {
     let client = NotificationClient::from_registry(&registry).unwrap();
     subscribe(&bus, NotificationHandler::new(client.clone())).unwrap();
     assert_eq!(bus.subscriber_names(), vec![SUBSCRIBER.to_owned()]);
+    subscribe_push(&bus, PushHandler::new(sink.clone())).unwrap();
     let bus_root = Supervisor::start_root(SupervisorSpec::new("bus").child(bus.child_spec("bus")), registry.clone())
         .await
         .unwrap();
@@ -313,6 +327,7 @@ async fn an_outage_of_the_service_loses_no_notification() {
     // lazily. The service restarts 1.5 s after a crash; the bus keeps retrying meanwhile.
     let registry = Registry::new();
     subscribe(&bus, NotificationHandler::from_registry(registry.clone())).unwrap();
+    subscribe_push(&bus, PushHandler::new(sink.clone())).unwrap();
     let restart = Duration::from_millis(1500);
     let root = Supervisor::start_root(
         SupervisorSpec::new("node")
@@ -351,4 +366,52 @@ async fn an_outage_of_the_service_loses_no_notification() {
     assert_eq!(registry.slot(super::SERVICE_NAME).unwrap().restarts(), 1);
     assert_eq!(sink.published().len(), 20, "each new notification pushed once");
     root.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_push_survives_a_crash_between_the_write_and_the_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    // Process 1 stores the notification and dies before any bus delivers its push.
+    let store = Store::new(Arc::new(FjallBackend::open(&path).await.unwrap()), Arc::new(SystemClock));
+    let core = Notifications::new(store.clone(), config());
+    assert_eq!(core.deliver(&followed("alice", "bob", 1_000)).await.unwrap(), 1);
+    drop(core);
+    store.close().await.unwrap();
+    drop(store);
+
+    // Process 2: only the bus with the push subscriber runs; the push arrives.
+    let store = Store::new(Arc::new(FjallBackend::open(&path).await.unwrap()), Arc::new(SystemClock));
+    let sink = Arc::new(Recorder::default());
+    let bus = bus(&store);
+    subscribe_push(&bus, PushHandler::new(sink.clone())).unwrap();
+    let root =
+        Supervisor::start_root(SupervisorSpec::new("bus").child(bus.child_spec("bus")), Registry::new()).await.unwrap();
+    eventually("push after the restart", || async { !sink.published().is_empty() }).await;
+    eventually("outbox drained", || async { store.pending_outbox(100).await.unwrap().is_empty() }).await;
+    let published = sink.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].0, channel_for("bob"));
+    let pushed: Notification = serde_json::from_slice(&published[0].1).unwrap();
+    let stored = Notifications::new(store.clone(), config()).list("bob", false, 10, None).await.unwrap().items;
+    assert_eq!(stored, vec![pushed], "the push is the stored notification");
+    root.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn pushes_are_deduplicated_by_notification_id_and_bad_payloads_rejected() {
+    let (store, _dir) = store().await;
+    let core = Notifications::new(store.clone(), config());
+    core.deliver(&followed("alice", "bob", 1_000)).await.unwrap();
+    core.deliver(&followed("carol", "bob", 2_000)).await.unwrap();
+    let entries = store.pending_outbox(100).await.unwrap();
+    let sink = Arc::new(Recorder::default());
+    let push = PushHandler::new(sink.clone());
+    for e in entries.iter().chain(entries.iter()) {
+        push.push(&e.payload).unwrap();
+    }
+    assert_eq!(sink.published().len(), 2, "a redelivered entry is not pushed again");
+    for bad in [&b"not json"[..], br#"{"id":"x"}"#] {
+        assert!(matches!(push.push(bad), Err(troupe_actors::bus::HandlerError::Reject(_))));
+    }
 }

@@ -46,3 +46,22 @@ async fn blocking_work_is_bounded_by_the_semaphore() {
     }
     assert_eq!(peak.load(Ordering::SeqCst), 2, "at most two hashes at once, and the bound is reached");
 }
+
+#[tokio::test]
+async fn hashes_made_with_other_costs_still_verify() {
+    let old = PasswordHasher::new(HashParams::insecure_fast(), 1).unwrap();
+    let phc = old.hash("correct horse".into()).await.unwrap();
+    // A node reconfigured with other costs: new hashes use them, old ones verify with their own.
+    let new = PasswordHasher::new(HashParams { m_cost_kib: 128, t_cost: 2, p_cost: 2 }, 1).unwrap();
+    assert!(new.verify(phc.clone(), "correct horse".into()).await.unwrap());
+    assert!(!new.verify(phc, "wrong horse".into()).await.unwrap());
+    let fresh = new.hash("correct horse".into()).await.unwrap();
+    assert!(fresh.starts_with("$argon2id$v=19$m=128,t=2,p=2$"), "{fresh}");
+    assert!(old.verify(fresh, "correct horse".into()).await.unwrap());
+}
+
+#[test]
+fn impossible_costs_are_a_typed_error() {
+    let e = PasswordHasher::new(HashParams { m_cost_kib: 8, t_cost: 1, p_cost: 4 }, 1).unwrap_err();
+    assert_eq!(e.kind(), "internal");
+}

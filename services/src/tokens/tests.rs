@@ -213,3 +213,43 @@ fn debug_never_prints_key_material() {
     let key = JwtKey::Hs256 { secret: b"super-secret-value-0123456789abcdef".to_vec() };
     assert!(!format!("{key:?}").contains("super"));
 }
+
+#[test]
+fn revoked_sessions_are_refused_until_their_tokens_would_have_expired() {
+    let t = hs(&[7; 32]);
+    let a = t.issue_for_session("u1", &[Role::User], "s-a").unwrap();
+    assert_eq!(a.claims.sid.as_deref(), Some("s-a"));
+    let b = t.issue_for_session("u1", &[Role::User], "s-b").unwrap().token;
+    let plain = t.issue("u1", &[Role::User]).unwrap().token;
+    t.revoke_session("s-a", now_secs());
+    assert!(t.is_session_revoked("s-a"));
+    assert_eq!(t.verify(&a.token).unwrap_err(), AuthError::Revoked);
+    assert!(t.verify(&b).is_ok());
+    assert!(t.verify(&plain).is_ok(), "tokens without a sid are not affected");
+    // A revocation older than access TTL + leeway is already moot and not kept.
+    t.revoke_session("s-b", now_secs() - 900 - LEEWAY_SECS - 5);
+    assert!(!t.is_session_revoked("s-b"));
+    assert!(t.verify(&b).is_ok());
+    // Clones share the set (the gateway holds a clone of the auth service's verifier).
+    assert_eq!(t.clone().verify(&a.token).unwrap_err(), AuthError::Revoked);
+}
+
+#[test]
+fn own_tokens_start_with_the_precomputed_header_prefix() {
+    for t in [
+        hs(&[7; 32]),
+        Tokens::new(
+            &JwtKey::EdDsa { private_pem: Some(ED_PRIV.to_vec()), public_pem: ED_PUB.to_vec() },
+            ISS,
+            AUD,
+            Duration::from_secs(60),
+        )
+        .unwrap(),
+    ] {
+        let token = t.issue("u", &[Role::User]).unwrap().token;
+        assert!(token.starts_with(&t.inner.own_header_prefix), "{token} vs {}", t.inner.own_header_prefix);
+        let header: Header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid, None);
+    }
+    assert_eq!(base64url(b"any carnal pleasure."), "YW55IGNhcm5hbCBwbGVhc3VyZS4");
+}

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use troupe_actors::bus::EventBus;
@@ -265,6 +267,27 @@ pub(crate) fn begin_trace(req: &mut Request) -> Option<HeaderValue> {
     let header = HeaderValue::from_str(&value).ok();
     req.extensions_mut().insert(TraceContext(value));
     header
+}
+
+/// A JSON response body (`application/json`), serialized into one buffer sized for a typical API
+/// document (axum's `Json` starts at 128 bytes and grows a few times for a content item).
+pub(crate) struct Json<T>(pub T);
+
+/// Initial capacity of a JSON response buffer.
+const JSON_BODY_CAPACITY: usize = 1024;
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        let mut buf = Vec::with_capacity(JSON_BODY_CAPACITY);
+        match serde_json::to_writer(&mut buf, &self.0) {
+            Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], buf).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "response serialization failed");
+                ApiError::Input(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_owned())
+                    .into_response()
+            }
+        }
+    }
 }
 
 /// Extractor of the request's [`TraceContext`] (`None` when the traceparent middleware did not run).

@@ -363,44 +363,81 @@ pub(crate) struct RequestInfo {
     path: String,
 }
 
-/// The gateway's edge middleware, one layer for speed (each `from_fn` layer boxes and moves the whole
-/// future below it): makes the request id and path available to every problem document built while the
-/// request is served, refuses a declared `Content-Length` above `max_body` with a 413 problem before the
-/// body is read (bodies without a length are cut off by `DefaultBodyLimit` in the extractors, also 413),
-/// continues or starts the W3C trace (`crate::api::begin_trace`, echoed as `traceparent`), and applies the
-/// per-request deadline (504 problem). Runs inside the request-id layer.
+/// The gateway's edge middleware, one layer for speed (each tower/`from_fn` layer is cloned per request
+/// and boxes or moves the whole future below it, so request id, tracing span, problem context, body limit,
+/// trace context and deadline share this one):
+/// - takes the client's `x-request-id` or makes one (UUIDv7), and echoes it on the response;
+/// - runs the request in an `http` span (method, path, request id, trace id) and logs its end (debug,
+///   or error for a 5xx, as tower-http's `TraceLayer` did);
+/// - makes the request id and path available to every problem document built while it is served;
+/// - refuses a declared `Content-Length` above `max_body` with a 413 problem before the body is read
+///   (bodies without a length are cut off by `DefaultBodyLimit` in the extractors, also 413);
+/// - continues or starts the W3C trace (`crate::api::begin_trace`, echoed as `traceparent`);
+/// - applies the per-request deadline (504 problem).
 pub(crate) async fn edge(
     timeout: Duration,
     max_body: usize,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let id = req.headers().get(crate::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    use tracing::Instrument as _;
+    let started = std::time::Instant::now();
+    let request_id = match req.headers().get(crate::REQUEST_ID_HEADER) {
+        Some(v) => v.clone(),
+        None => {
+            let v = new_request_id();
+            req.headers_mut().insert(crate::REQUEST_ID_HEADER, v.clone());
+            v
+        }
+    };
+    let id = request_id.to_str().ok().map(str::to_owned);
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = id.as_deref().unwrap_or("-"),
+        trace_id = tracing::field::Empty
+    );
     let info = RequestInfo { id, path: req.uri().path().to_owned() };
-    REQUEST
-        .scope(info, async move {
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max_body as u64) {
-                return ApiError::Input(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    format!("the request body exceeds {max_body} bytes"),
-                )
-                .into_response();
-            }
-            let traceparent = crate::api::begin_trace(&mut req);
-            let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(resp) => resp,
-                Err(_) => ApiError::RequestTimeout(timeout).into_response(),
-            };
-            if let Some(tp) = traceparent {
-                resp.headers_mut().insert(crate::api::TRACEPARENT_HEADER, tp);
-            }
-            resp
-        })
-        .await
+    let served = REQUEST.scope(info, async move {
+        let declared =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body as u64) {
+            return ApiError::Input(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                format!("the request body exceeds {max_body} bytes"),
+            )
+            .into_response();
+        }
+        let traceparent = crate::api::begin_trace(&mut req);
+        let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => ApiError::RequestTimeout(timeout).into_response(),
+        };
+        if let Some(tp) = traceparent {
+            resp.headers_mut().insert(crate::api::TRACEPARENT_HEADER, tp);
+        }
+        resp
+    });
+    let mut resp = served.instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    span.in_scope(|| {
+        if resp.status().is_server_error() {
+            tracing::error!(status, latency_ms, "response failed");
+        } else {
+            tracing::debug!(status, latency_ms, "finished processing request");
+        }
+    });
+    resp.headers_mut().entry(crate::REQUEST_ID_HEADER).or_insert(request_id);
+    resp
+}
+
+/// A new request id: a UUIDv7, formatted without an intermediate `String`.
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }

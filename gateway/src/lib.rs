@@ -22,10 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Request};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use troupe_actors::Registry;
 
 pub use api::{HttpSettings, SettingsError, TRACEPARENT_HEADER};
@@ -105,29 +102,8 @@ impl GatewayState {
     }
 }
 
-#[derive(Clone, Default)]
-struct MakeUuid;
-
-impl MakeRequestId for MakeUuid {
-    fn make_request_id<B>(&mut self, _req: &Request<B>) -> Option<RequestId> {
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        HeaderValue::from_str(uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf)).ok().map(RequestId::new)
-    }
-}
-
 /// The node's router with the full middleware stack.
 pub fn router(cfg: &GatewayConfig, state: GatewayState) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<axum::body::Body>| {
-        let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::info_span!(
-            "http",
-            method = %req.method(),
-            path = %req.uri().path(),
-            request_id = %id,
-            trace_id = tracing::field::Empty
-        )
-    });
     let timeout = cfg.request_timeout;
     let max_body = cfg.max_body_bytes;
     let cors = api::cors_layer(&state);
@@ -143,11 +119,8 @@ pub fn router(cfg: &GatewayConfig, state: GatewayState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes))
-        .layer(axum::middleware::from_fn(move |req, next| error::edge(timeout, max_body, req, next)))
         .layer(tower::util::option_layer(cors))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(request_id, MakeUuid))
+        .layer(axum::middleware::from_fn(move |req, next| error::edge(timeout, max_body, req, next)))
 }
 
 #[cfg(test)]

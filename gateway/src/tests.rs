@@ -190,3 +190,28 @@ async fn slow_requests_get_a_504_problem() {
     assert_eq!(headers["content-type"], "application/problem+json");
     assert_eq!(body["type"], "urn:troupe:problem:request-timeout");
 }
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated_on_every_response() {
+    let app = router(&cfg(false), GatewayState::new(&cfg(false), Registry::new(), None));
+    // A client's id is kept and echoed, also on a problem response (404) and in its body.
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/nope").header("x-request-id", "client-id-1").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (status, headers, body) = json(resp).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["x-request-id"], "client-id-1");
+    assert_eq!(body["request_id"], "client-id-1");
+    // Without one, each response gets a fresh UUIDv7.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let resp = app.clone().oneshot(Request::get("/health/live").body(Body::empty()).unwrap()).await.unwrap();
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 7, "{id}");
+        seen.push(id);
+    }
+    assert_ne!(seen[0], seen[1]);
+}

@@ -214,9 +214,46 @@ struct Inner {
     access_ttl: Duration,
     jwks: Option<jwks::Jwks>,
     revoked: Revocations,
+    /// Our own access tokens that passed full verification, so a client's next requests skip the
+    /// signature check and claim parsing.
+    verified: VerifiedCache,
     /// `base64url(header).` of the tokens we sign: a token starting with it is ours (no `kid`), so
     /// routing it costs a prefix compare instead of a header decode.
     own_header_prefix: String,
+}
+
+/// What the verified-token cache keeps of a token that passed full verification.
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    exp: u64,
+    nbf: u64,
+    sid: Option<String>,
+}
+
+/// Most tokens the verified-token cache holds; when full it starts over (bounded memory, no LRU
+/// bookkeeping on the hit path).
+const VERIFIED_CACHE_CAPACITY: usize = 16_384;
+
+/// Exact token text → its verified claims. Keyed by the whole token, so a hit is the very string
+/// whose signature was checked; only our own tokens (fixed key and validation) are cached.
+#[derive(Default)]
+struct VerifiedCache {
+    map: RwLock<HashMap<Box<str>, Verified>>,
+}
+
+impl VerifiedCache {
+    fn get(&self, token: &str) -> Option<Verified> {
+        self.map.read().unwrap_or_else(PoisonError::into_inner).get(token).cloned()
+    }
+
+    fn insert(&self, token: &str, v: Verified) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= VERIFIED_CACHE_CAPACITY {
+            map.clear();
+        }
+        map.insert(token.into(), v);
+    }
 }
 
 /// Revoked session ids → when the entry may be forgotten (seconds since the epoch).
@@ -324,6 +361,7 @@ impl Tokens {
                 access_ttl,
                 jwks,
                 revoked: Revocations::default(),
+                verified: VerifiedCache::default(),
                 own_header_prefix: header_prefix(algorithm)?,
             }),
         })
@@ -397,7 +435,33 @@ impl Tokens {
             }
             return r;
         }
-        self.verify_claims(token).map(|c| Principal { user_id: c.sub, roles: c.roles })
+        self.verify_own_at(token, now_secs())
+    }
+
+    /// Our own token at time `now`: from the verified-token cache when this exact token passed full
+    /// verification before (expiry, not-before and session revocation are still checked each time),
+    /// else fully verified and remembered.
+    fn verify_own_at(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+        if let Some(hit) = self.inner.verified.get(token) {
+            if hit.exp.saturating_add(LEEWAY_SECS) < now {
+                return Err(AuthError::Expired);
+            }
+            if hit.nbf > now.saturating_add(LEEWAY_SECS) {
+                return Err(AuthError::NotYetValid);
+            }
+            if let Some(sid) = &hit.sid
+                && self.inner.revoked.contains(sid, now)
+            {
+                return Err(AuthError::Revoked);
+            }
+            return Ok(hit.principal.clone());
+        }
+        let c = self.verify_claims(token)?;
+        let principal = Principal { user_id: c.sub, roles: c.roles };
+        self.inner
+            .verified
+            .insert(token, Verified { principal: principal.clone(), exp: c.exp, nbf: c.nbf, sid: c.sid });
+        Ok(principal)
     }
 
     /// As [`Self::verify`], but a token of the identity provider with an unknown `kid` waits for one

@@ -1,7 +1,7 @@
 //! `/api/v1/auth`: register, login, refresh (rotation) and logout. Anonymous routes: the credentials
 //! are in the body; their rate-limit class is `auth` (per client IP).
 
-use axum::Json;
+use crate::api::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -2,7 +2,7 @@
 //! by author, tag and words, and the caller's feed. Changing or deleting someone else's item is 403 (the
 //! item's existence is not secret: any signed-in user may read it); an unknown id is 404.
 
-use axum::Json;
+use crate::api::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -1,7 +1,7 @@
 //! `/api/v1/system/dead-letters` (admin): event deliveries that failed every attempt, with replay and
 //! discard. Non-admins get 403 (the route is documented, so its existence is no secret).
 
-use axum::Json;
+use crate::api::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -1,7 +1,7 @@
 //! `/api/v1/notifications`: the caller's notifications (newest first, optionally unread only), marking one
 //! or all read. Always the caller's own: another user's notification id is 404.
 
-use axum::Json;
+use crate::api::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -2,7 +2,7 @@
 //! directory, follows. Access rules live in `troupe_services::authorize`; a non-admin listing users
 //! gets 403, changing someone else's profile 403, an unknown id 404.
 
-use axum::Json;
+use crate::api::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -253,3 +253,37 @@ fn own_tokens_start_with_the_precomputed_header_prefix() {
     }
     assert_eq!(base64url(b"any carnal pleasure."), "YW55IGNhcm5hbCBwbGVhc3VyZS4");
 }
+
+#[test]
+fn a_cached_token_is_still_checked_for_expiry_and_revocation() {
+    let t = hs(&[7; 32]);
+    let issued = t.issue_for_session("u1", &[Role::User], "s-cache").unwrap();
+    let now = now_secs();
+    // First use verifies in full and caches; the second is a cache hit with the same answer.
+    let first = t.verify(&issued.token).unwrap();
+    assert_eq!(t.verify(&issued.token).unwrap(), first);
+    assert_eq!(t.verify_own_at(&issued.token, now).unwrap(), first);
+    // Past expiry + leeway the cached entry is refused like the token itself.
+    assert_eq!(t.verify_own_at(&issued.token, issued.claims.exp + LEEWAY_SECS + 1).unwrap_err(), AuthError::Expired);
+    assert!(t.verify_own_at(&issued.token, issued.claims.exp + LEEWAY_SECS).is_ok(), "within leeway");
+    // A revoked session is refused even from the cache.
+    t.revoke_session("s-cache", now);
+    assert_eq!(t.verify(&issued.token).unwrap_err(), AuthError::Revoked);
+    // A token differing in one signature byte is not a cache hit.
+    // (A middle character of the signature: all six of its bits are signature bits.)
+    let mut bytes = issued.token.clone().into_bytes();
+    let i = bytes.len() - 10;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(bytes).unwrap();
+    assert!(t.verify(&forged).is_err());
+}
+
+#[test]
+fn the_verified_cache_stays_bounded() {
+    let t = hs(&[7; 32]);
+    for i in 0..(super::VERIFIED_CACHE_CAPACITY + 10) {
+        let token = t.issue(&format!("u{i}"), &[Role::User]).unwrap().token;
+        t.verify(&token).unwrap();
+    }
+    assert!(t.inner.verified.map.read().unwrap().len() <= super::VERIFIED_CACHE_CAPACITY);
+}

@@ -168,9 +168,9 @@ impl Detector {
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.suspect_after)
     }
 
-    /// The current judgement of one peer (`None` if unknown).
-    pub fn health(&self, node_id: &str, now: Instant) -> Option<PeerHealth> {
-        self.peers.get(node_id).map(|p| self.judge_peer(p, now, true).0)
+    /// The current judgement of one peer (`None` if unknown); `use_mesh` as in [`Detector::verdicts`].
+    pub fn health(&self, node_id: &str, now: Instant, use_mesh: bool) -> Option<PeerHealth> {
+        self.peers.get(node_id).map(|p| self.judge_peer(p, now, use_mesh).0)
     }
 
     /// Every live peer that is not [`PeerHealth::Alive`]. `use_mesh` = false judges by the store

@@ -571,7 +571,8 @@ impl Driver {
             .iter()
             .map(|r| &r.member)
             .filter(|m| m.node_id != self.me.node_id && m.status == NodeStatus::Up)
-            .filter(|m| self.detector.health(&m.node_id, now) != Some(PeerHealth::Down))
+            // By the store heartbeat alone: a joining node's missing pings say nothing about the peer.
+            .filter(|m| self.detector.health(&m.node_id, now, false) != Some(PeerHealth::Down))
             .collect();
         let answered = live_up.iter().any(|m| self.detector.reachable(&m.node_id, now));
         let peers_up = live_up.len();
@@ -693,7 +694,7 @@ impl Driver {
                 last_heartbeat_ms: m.last_heartbeat_ms,
                 reason: m.reason.clone(),
                 is_self: false,
-                local_health: self.detector.health(&m.node_id, now),
+                local_health: self.detector.health(&m.node_id, now, self.me.status == NodeStatus::Up),
                 connected: self.sessions.contains_key(&m.node_id),
                 rtt_ms: self.detector.rtt(&m.node_id).map(|d| d.as_secs_f64() * 1000.0),
             })

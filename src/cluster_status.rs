@@ -47,7 +47,8 @@ pub async fn fetch(node: &str, token: Option<&str>) -> anyhow::Result<String> {
 /// The members as a fixed-width table.
 pub fn table(body: &str) -> String {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return format!("{body}\n") };
-    let mut rows = vec![["ID", "NAME", "INCARNATION", "STATUS", "CLUSTER ADDR", "HTTP ADDR", "VIEW", "RTT MS"].map(String::from)];
+    let mut rows =
+        vec![["ID", "NAME", "INCARNATION", "STATUS", "CLUSTER ADDR", "HTTP ADDR", "VIEW", "RTT MS"].map(String::from)];
     for m in v["members"].as_array().into_iter().flatten() {
         let s = |k: &str| m[k].as_str().unwrap_or("-").to_owned();
         let view = if m["is_self"].as_bool() == Some(true) { "self".to_owned() } else { s("local_health") };

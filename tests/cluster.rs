@@ -118,15 +118,17 @@ async fn view(c: &reqwest::Client, node: &Node, token: &str) -> Option<Value> {
 
 /// `(status, incarnation)` of `id` in a view.
 fn member(view: &Value, id: &str) -> Option<(String, u64)> {
-    view["members"].as_array()?.iter().find(|m| m["id"] == id).map(|m| {
-        (m["status"].as_str().unwrap_or_default().to_owned(), m["incarnation"].as_u64().unwrap_or_default())
-    })
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"] == id)
+        .map(|m| (m["status"].as_str().unwrap_or_default().to_owned(), m["incarnation"].as_u64().unwrap_or_default()))
 }
 
 fn statuses(view: &Value) -> Vec<String> {
-    view["members"].as_array().map_or_else(Vec::new, |ms| {
-        ms.iter().map(|m| m["status"].as_str().unwrap_or_default().to_owned()).collect()
-    })
+    view["members"]
+        .as_array()
+        .map_or_else(Vec::new, |ms| ms.iter().map(|m| m["status"].as_str().unwrap_or_default().to_owned()).collect())
 }
 
 /// Polls `nodes` until each lists `id` with `status` (and an incarnation satisfying `inc`); returns how
@@ -217,8 +219,7 @@ async fn three_nodes_form_a_cluster_detect_failures_and_rejoin() {
 
     // 4. SIGCONT B: it rejoins with a greater incarnation, and both nodes agree.
     b.signal("CONT");
-    let took =
-        wait_for(&c, &[&a, &b], &token, &b_id, "up", |i| i > b_incarnation, Duration::from_secs(20)).await;
+    let took = wait_for(&c, &[&a, &b], &token, &b_id, "up", |i| i > b_incarnation, Duration::from_secs(20)).await;
     eprintln!("SIGCONT: back up after {took:?}");
     let b_view = view(&c, &b, &token).await.unwrap();
     assert!(b_view["incarnation"].as_u64().unwrap() > b_incarnation, "{b_view:#}");

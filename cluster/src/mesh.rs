@@ -24,6 +24,9 @@ use troupe_actors::envelope::Envelope;
 
 use crate::error::{ClusterError, Result};
 
+#[cfg(test)]
+mod tests;
+
 /// Process group every node's pinger joins.
 pub(crate) const PINGER_GROUP: &str = "troupe.cluster.pinger";
 const PING_KIND: &str = "cluster.ping";
@@ -87,12 +90,9 @@ impl ractor::Message for PingerMsg {
 
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         match self {
-            PingerMsg::Ping { request, reply } => Ok(SerializedMessage::Call {
-                variant: PING_VARIANT.to_owned(),
-                args: request,
-                reply,
-                metadata: None,
-            }),
+            PingerMsg::Ping { request, reply } => {
+                Ok(SerializedMessage::Call { variant: PING_VARIANT.to_owned(), args: request, reply, metadata: None })
+            }
         }
     }
 
@@ -237,12 +237,9 @@ pub(crate) async fn ping(
 ) -> Result<(PongBody, Duration)> {
     let request = seal(PING_KIND, from, &PingBody { from: from.to_owned(), from_incarnation })?;
     let started = Instant::now();
-    let answer = ractor::rpc::call::<PingerMsg, Vec<u8>, _>(
-        &cell,
-        |reply| PingerMsg::Ping { request, reply },
-        Some(timeout),
-    )
-    .await;
+    let answer =
+        ractor::rpc::call::<PingerMsg, Vec<u8>, _>(&cell, |reply| PingerMsg::Ping { request, reply }, Some(timeout))
+            .await;
     let rtt = started.elapsed();
     match answer {
         Ok(ractor::rpc::CallResult::Success(bytes)) => match open::<PongBody>(PONG_KIND, &bytes) {

@@ -493,10 +493,8 @@ impl Driver {
             }
         }
         for (peer, addr) in targets {
-            let state = self
-                .dials
-                .entry(addr.clone())
-                .or_insert(DialState { next_at: now, backoff: DIAL_BACKOFF_INITIAL });
+            let state =
+                self.dials.entry(addr.clone()).or_insert(DialState { next_at: now, backoff: DIAL_BACKOFF_INITIAL });
             if state.next_at > now {
                 continue;
             }
@@ -510,7 +508,8 @@ impl Driver {
             }
             let server = self.mesh.server();
             tokio::spawn(async move {
-                let outcome = tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, addr.as_str()));
+                let outcome =
+                    tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, addr.as_str()));
                 match outcome.await {
                     Ok(Ok(())) => {
                         metrics::counter!("troupe_cluster_dials_total", "outcome" => "connected").increment(1);
@@ -723,7 +722,8 @@ impl Driver {
             let n = members.iter().filter(|m| m.status == status).count();
             metrics::gauge!("troupe_cluster_members", "status" => status.as_str()).set(n as f64);
         }
-        let view = ClusterView { node_id: me.node_id.clone(), incarnation: me.incarnation, status: Some(me.status), members };
+        let view =
+            ClusterView { node_id: me.node_id.clone(), incarnation: me.incarnation, status: Some(me.status), members };
         *self.view.write().unwrap_or_else(PoisonError::into_inner) = view;
     }
 }

@@ -388,10 +388,11 @@ fn seeds_without_addr_and_addr_without_cookie() {
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["cluster.cookie", "cluster.addr"], "{errors}");
     assert_one_error(
-        ConfigLoader::new().set("cluster.addr", "10.0.0.1:4000").set("store.backend", "postgres").set(
-            "store.url",
-            "postgres://db/troupe",
-        ).load(),
+        ConfigLoader::new()
+            .set("cluster.addr", "10.0.0.1:4000")
+            .set("store.backend", "postgres")
+            .set("store.url", "postgres://db/troupe")
+            .load(),
         "cluster.cookie",
         "required when cluster.addr is set",
     );
@@ -441,7 +442,11 @@ fn cluster_timing_defaults_and_order() {
         "cluster.down_after",
         "must be longer than cluster.suspect_after",
     );
-    assert_one_error(ConfigLoader::new().set("cluster.down_after", "0s").load(), "cluster.down_after", "greater than 0");
+    assert_one_error(
+        ConfigLoader::new().set("cluster.down_after", "0s").load(),
+        "cluster.down_after",
+        "greater than 0",
+    );
 }
 
 #[test]

@@ -116,9 +116,8 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
         suspect_after: c.field("cluster.suspect_after", raw.cluster.suspect_after, d.cluster.suspect_after, |s| {
             positive_duration(&s)
         }),
-        down_after: c.field("cluster.down_after", raw.cluster.down_after, d.cluster.down_after, |s| {
-            positive_duration(&s)
-        }),
+        down_after: c
+            .field("cluster.down_after", raw.cluster.down_after, d.cluster.down_after, |s| positive_duration(&s)),
     };
     check_cluster_timing(&mut c, &cluster);
     if c.ok(&["cluster.seeds", "cluster.cookie"]) && cluster.cookie.is_none() && !cluster.seeds.is_empty() {

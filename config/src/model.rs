@@ -326,6 +326,16 @@ pub struct ClusterConfig {
     /// `down_after` + `heartbeat_interval` + one store round trip).
     #[serde(serialize_with = "duration::serialize")]
     pub down_after: Duration,
+    /// This node's certificate chain (PEM). With `tls_key` and `tls_ca`: mutual TLS on every mesh
+    /// connection, accepted and dialed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs every node's certificate; peers must present one it signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -338,6 +348,9 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_millis(500),
             suspect_after: Duration::from_millis(1500),
             down_after: Duration::from_secs(3),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }

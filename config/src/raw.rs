@@ -51,6 +51,9 @@ pub(crate) struct RawCluster {
     pub(crate) heartbeat_interval: Option<String>,
     pub(crate) suspect_after: Option<String>,
     pub(crate) down_after: Option<String>,
+    pub(crate) tls_cert: Option<String>,
+    pub(crate) tls_key: Option<String>,
+    pub(crate) tls_ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

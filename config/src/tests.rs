@@ -419,6 +419,23 @@ fn cluster_needs_a_shared_store_and_a_dialable_address() {
 }
 
 #[test]
+fn cluster_tls_needs_all_three_files() {
+    let errors = errors_of(ConfigLoader::new().set("cluster.tls_cert", "/etc/troupe/node.pem").load());
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["cluster.tls_key", "cluster.tls_ca"], "{errors}");
+    assert!(errors.to_string().contains("mutual TLS needs all three"), "{errors}");
+    let config = ConfigLoader::new()
+        .env(vars(&[
+            ("TROUPE_CLUSTER_TLS_CERT", "/n.pem"),
+            ("TROUPE_CLUSTER_TLS_KEY", "/n.key"),
+            ("TROUPE_CLUSTER_TLS_CA", "/ca.pem"),
+        ]))
+        .load()
+        .unwrap();
+    assert_eq!(config.cluster.tls_ca, Some(PathBuf::from("/ca.pem")));
+}
+
+#[test]
 fn cluster_timing_defaults_and_order() {
     let d = NodeConfig::default().cluster;
     assert_eq!(

@@ -118,7 +118,18 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
         }),
         down_after: c
             .field("cluster.down_after", raw.cluster.down_after, d.cluster.down_after, |s| positive_duration(&s)),
+        tls_cert: c.field("cluster.tls_cert", raw.cluster.tls_cert, None, |s| non_empty_path(&s).map(Some)),
+        tls_key: c.field("cluster.tls_key", raw.cluster.tls_key, None, |s| non_empty_path(&s).map(Some)),
+        tls_ca: c.field("cluster.tls_ca", raw.cluster.tls_ca, None, |s| non_empty_path(&s).map(Some)),
     };
+    let tls_keys = ["cluster.tls_cert", "cluster.tls_key", "cluster.tls_ca"];
+    let tls_set = [cluster.tls_cert.is_some(), cluster.tls_key.is_some(), cluster.tls_ca.is_some()];
+    if c.ok(&tls_keys) && tls_set.contains(&true) && tls_set.contains(&false) {
+        let set = tls_keys.iter().zip(tls_set).find(|(_, s)| *s).map_or("cluster.tls_cert", |(k, _)| *k);
+        for (key, _) in tls_keys.iter().zip(tls_set).filter(|(_, s)| !*s) {
+            c.fail_because(key, "required with the other cluster.tls_* keys (mutual TLS needs all three)", set);
+        }
+    }
     check_cluster_timing(&mut c, &cluster);
     if c.ok(&["cluster.seeds", "cluster.cookie"]) && cluster.cookie.is_none() && !cluster.seeds.is_empty() {
         c.fail_because("cluster.cookie", "required when cluster.seeds is set", "cluster.seeds");
@@ -333,6 +344,10 @@ fn node_name(s: String) -> Result<String, String> {
             "invalid node name {s:?} (1-63 characters: lowercase letters, digits, '.', '_', '-'; starting with a letter or digit)"
         ))
     }
+}
+
+fn non_empty_path(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() { Err("must not be empty".to_owned()) } else { Ok(PathBuf::from(s.trim())) }
 }
 
 fn socket_addr(s: &str) -> Result<SocketAddr, String> {

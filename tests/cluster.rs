@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Node, TempDir, eventually, http};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::Value;
 
 const SECRET: &str = "a-cluster-e2e-test-secret-of-32-bytes+";
@@ -93,7 +94,11 @@ impl Spec {
     }
 
     fn start(&self, pg: &Pg, join: &str, cookie: &str) -> Node {
-        let envs = [
+        self.start_env(pg, join, cookie, &[])
+    }
+
+    fn start_env(&self, pg: &Pg, join: &str, cookie: &str, extra: &[(&str, &str)]) -> Node {
+        let mut envs = vec![
             ("TROUPE_STORE_BACKEND", "postgres"),
             ("TROUPE_STORE_URL", pg.url.as_str()),
             ("TROUPE_CLUSTER_COOKIE", cookie),
@@ -101,6 +106,7 @@ impl Spec {
             ("TROUPE_AUTH_ADMIN_EMAILS", ADMIN),
             ("TROUPE_LOG_LEVEL", "info"),
         ];
+        envs.extend_from_slice(extra);
         let http_addr = format!("{}:0", self.ip);
         let args = ["--cluster-addr", self.cluster_addr.as_str(), "--join", join];
         Node::start_with(TempDir::new("cluster"), &http_addr, &args, &envs)
@@ -294,5 +300,82 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
     assert_eq!(r.status(), 200, "the real member is ready");
     drop(intruder);
     drop(a);
+    drop(pg);
+}
+
+/// A CA that signs node certificates, as PEM files in a temp dir.
+struct Pki {
+    dir: TempDir,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&key).unwrap();
+        let dir = TempDir::new(tag);
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Self { dir, issuer: Issuer::new(params, key) }
+    }
+
+    /// `(cert, key, ca)` paths for a node at `ip`.
+    fn node(&self, ip: &str) -> [String; 3] {
+        let params = CertificateParams::new(vec![ip.to_owned()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (self.dir.path().join(format!("{ip}.pem")), self.dir.path().join(format!("{ip}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        let ca = self.dir.path().join("ca.pem");
+        [c, k, ca].map(|p| p.display().to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_mesh_forms_and_refuses_a_node_of_another_ca() {
+    let Some(pg) = fresh_schema().await else { return };
+    let c = http();
+    let pki = Pki::new("pki");
+    let specs = [Spec::new("127.0.0.1"), Spec::new("127.0.0.2"), Spec::new("127.0.0.3")];
+    let seeds = specs[0].cluster_addr.clone();
+    let start = |spec: &Spec, files: &[String; 3]| {
+        let env = [
+            ("TROUPE_CLUSTER_TLS_CERT", files[0].as_str()),
+            ("TROUPE_CLUSTER_TLS_KEY", files[1].as_str()),
+            ("TROUPE_CLUSTER_TLS_CA", files[2].as_str()),
+        ];
+        spec.start_env(&pg, &seeds, COOKIE, &env)
+    };
+    let a = start(&specs[0], &pki.node("127.0.0.1"));
+    let b = start(&specs[1], &pki.node("127.0.0.2"));
+    let token = common::token_for(&c, &a, ADMIN).await;
+    eventually(Duration::from_secs(30), || async {
+        for n in [&a, &b] {
+            (statuses(&view(&c, n, &token).await?) == ["up", "up"]).then_some(())?;
+        }
+        Some(())
+    })
+    .await
+    .expect("two TLS nodes did not both list two up members within 30 s");
+    let logs = a.drain_logs().join("\n") + &b.drain_logs().join("\n");
+    assert!(logs.contains("authenticated"), "the mesh sessions authenticated over TLS");
+
+    // Right cookie, certificate from another CA: refused.
+    let stranger_pki = Pki::new("stranger");
+    let stranger = start(&specs[2], &stranger_pki.node("127.0.0.3"));
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(6) {
+        if let Some(own) = view(&c, &stranger, &token).await {
+            assert_eq!(own["status"], "joining", "{own:#}");
+        }
+        let seen = view(&c, &a, &token).await.expect("A's view");
+        let up = statuses(&seen).iter().filter(|s| *s == "up").count();
+        assert_eq!(up, 2, "only the two TLS members are up: {seen:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(stranger);
+    drop((a, b));
     drop(pg);
 }

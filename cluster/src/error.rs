@@ -33,6 +33,9 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// The mesh TLS files cannot be used.
+    #[error("cluster TLS: {0}")]
+    Tls(String),
     /// The mesh (ractor_cluster node server) could not start.
     #[error("cluster mesh: {0}")]
     Mesh(String),

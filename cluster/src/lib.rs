@@ -7,7 +7,8 @@
 //! cross-node fan-out build on this view.
 //!
 //! Layout: [`membership`] (the stored rows and the table), [`detector`] (the pure failure-detector time
-//! logic), `mesh` (ractor_cluster node server, dialing with backoff, the remotable pinger actor),
+//! logic), `mesh` (ractor_cluster node server, the remotable pinger actor), `tls` (mutual TLS for every
+//! mesh connection when certificates are configured),
 //! `runtime` (the one task that drives heartbeat, view, mesh and detector; [`ClusterHandle`]).
 //!
 //! Collaborators: `troupe-storage` (membership table), `troupe-config` (`[cluster]`), `troupe-actors`
@@ -19,8 +20,10 @@ pub mod detector;
 pub mod membership;
 mod mesh;
 mod runtime;
+mod tls;
 
 pub use detector::{Detector, DetectorConfig, PeerHealth};
 pub use error::{ClusterError, Result};
 pub use membership::{Member, MembershipTable, NodeStatus};
 pub use runtime::{ClusterHandle, ClusterProbe, ClusterSettings, ClusterView, MemberView};
+pub use tls::TlsFiles;

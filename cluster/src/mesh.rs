@@ -155,6 +155,7 @@ pub(crate) struct MeshSettings {
     pub cookie: String,
     pub listen: SocketAddr,
     pub advertise_host: String,
+    pub tls: Option<crate::tls::MeshTls>,
 }
 
 /// A running mesh.
@@ -165,6 +166,30 @@ pub(crate) struct Mesh {
     pinger_task: JoinHandle<()>,
     /// This node's incarnation as the pinger reports it.
     pub incarnation: Arc<AtomicU64>,
+    tls: Option<crate::tls::MeshTls>,
+}
+
+/// Opens mesh connections (cheap to clone into a task).
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    server: ActorRef<NodeServerMessage>,
+    tls: Option<crate::tls::MeshTls>,
+}
+
+impl Dialer {
+    /// Connects to `addr` (TLS handshake included when configured); the cookie handshake continues in
+    /// the background.
+    pub async fn dial(&self, addr: &str) -> std::result::Result<(), String> {
+        match &self.tls {
+            None => ractor_cluster::client_connect(&self.server, addr).await.map_err(|e| e.to_string()),
+            Some(tls) => {
+                let name = crate::tls::server_name(addr).map_err(|e| e.to_string())?;
+                ractor_cluster::client_connect_enc(&self.server, addr, tls.connector.clone(), name)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
 }
 
 impl Mesh {
@@ -175,7 +200,10 @@ impl Mesh {
             settings.cookie.clone(),
             settings.node_id.clone(),
             settings.advertise_host.clone(),
-            None,
+            Some(match &settings.tls {
+                Some(tls) => ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor.clone()),
+                None => ractor_cluster::IncomingEncryptionMode::Raw,
+            }),
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
         .with_listen_addr(settings.listen.ip());
@@ -191,12 +219,12 @@ impl Mesh {
                 return Err(ClusterError::Mesh(format!("cannot start the pinger: {e}")));
             }
         };
-        Ok(Mesh { server, server_task, pinger, pinger_task, incarnation })
+        Ok(Mesh { server, server_task, pinger, pinger_task, incarnation, tls: settings.tls.clone() })
     }
 
-    /// The node server (for dialing from a task).
-    pub fn server(&self) -> ActorRef<NodeServerMessage> {
-        self.server.clone()
+    /// A dialer for tasks: plain TCP, or TLS with this node's certificate when configured.
+    pub fn dialer(&self) -> Dialer {
+        Dialer { server: self.server.clone(), tls: self.tls.clone() }
     }
 
     /// Authenticated-or-authenticating sessions by peer node id.

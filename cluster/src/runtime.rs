@@ -62,6 +62,8 @@ pub struct ClusterSettings {
     pub heartbeat_interval: Duration,
     /// Detector bounds.
     pub detector: DetectorConfig,
+    /// Mutual TLS on every mesh connection, when configured.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl ClusterSettings {
@@ -86,6 +88,12 @@ impl ClusterSettings {
             seeds: c.seeds.iter().map(ToString::to_string).collect(),
             heartbeat_interval: c.heartbeat_interval,
             detector: DetectorConfig { suspect_after: c.suspect_after, down_after: c.down_after },
+            tls: match (&c.tls_cert, &c.tls_key, &c.tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => {
+                    Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() })
+                }
+                _ => None,
+            },
         }))
     }
 
@@ -190,6 +198,7 @@ impl ClusterHandle {
             cookie: settings.cookie.clone(),
             listen: settings.listen,
             advertise_host: settings.advertise_host(),
+            tls: settings.tls.as_ref().map(crate::tls::MeshTls::load).transpose()?,
         };
         let mesh = Mesh::start(&mesh_settings, incarnation).await?;
         let me = Member {
@@ -506,10 +515,9 @@ impl Driver {
             {
                 metrics::counter!("troupe_cluster_reconnects_total").increment(1);
             }
-            let server = self.mesh.server();
+            let dialer = self.mesh.dialer();
             tokio::spawn(async move {
-                let outcome =
-                    tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, addr.as_str()));
+                let outcome = tokio::time::timeout(DIAL_TIMEOUT, dialer.dial(&addr));
                 match outcome.await {
                     Ok(Ok(())) => {
                         metrics::counter!("troupe_cluster_dials_total", "outcome" => "connected").increment(1);

@@ -39,6 +39,9 @@ pub enum ClusterError {
     /// The mesh (ractor_cluster node server) could not start.
     #[error("cluster mesh: {0}")]
     Mesh(String),
+    /// A conditional write kept losing to concurrent writers.
+    #[error("{0}: too much contention")]
+    Contention(&'static str),
     /// The cluster task has stopped.
     #[error("the cluster task has stopped")]
     Stopped,

@@ -9,6 +9,7 @@
 //! Layout: [`membership`] (the stored rows and the table), [`detector`] (the pure failure-detector time
 //! logic), `mesh` (ractor_cluster node server, the remotable pinger actor), `tls` (mutual TLS for every
 //! mesh connection when certificates are configured),
+//! [`placement`] (rendezvous hashing, shard leases, fenced writes — a library, not wired yet),
 //! `runtime` (the one task that drives heartbeat, view, mesh and detector; [`ClusterHandle`]).
 //!
 //! Collaborators: `troupe-storage` (membership table), `troupe-config` (`[cluster]`), `troupe-actors`
@@ -19,6 +20,7 @@ mod error;
 pub mod detector;
 pub mod membership;
 mod mesh;
+pub mod placement;
 mod runtime;
 mod tls;
 

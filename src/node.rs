@@ -79,25 +79,33 @@ fn root_spec(
         .child(ChildSpec::supervisor(services))
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Installs the SIGTERM/SIGINT handlers now (not when first polled: a signal that arrives right after
+/// "ready" is logged must already be caught) and resolves with the first signal's name.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            },
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            match handlers {
+                (Ok(mut term), Ok(mut int)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                },
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "ctrl-c"
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
     }
 }
 
@@ -169,6 +177,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             })
             .await
     });
+    let shutdown = shutdown_signal();
     tracing::info!(
         node = %cfg.node.name,
         addr = %addr,
@@ -178,7 +187,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     );
 
     let outcome = tokio::select! {
-        signal = shutdown_signal() => Ok(signal),
+        signal = shutdown => Ok(signal),
         () = root.exited() => Err(anyhow!("the root supervisor gave up (restart intensity exceeded); see the log")),
     };
     let grace = cfg.shutdown.grace;

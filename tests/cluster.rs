@@ -209,12 +209,36 @@ async fn three_nodes_form_a_cluster_detect_failures_and_rejoin() {
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains("401"), "{}", String::from_utf8_lossy(&denied.stderr));
 
+    // Metrics: members by status, ping round trips.
+    let metrics = c.get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("troupe_cluster_members{status=\"up\"} 3"), "{metrics}");
+    assert!(metrics.contains("troupe_cluster_heartbeat_rtt_seconds_count"), "{metrics}");
+
     // 2. kill -9 C: A and B mark it down within the bound.
+    let c_incarnation = member(&view(&c, &a, &token).await.unwrap(), &c_id).unwrap().1;
     node_c.signal("KILL");
     let _ = node_c.wait_exit(Duration::from_secs(5));
     let took = wait_for(&c, &[&a, &b], &token, &c_id, "down", |_| true, Duration::from_secs(15)).await;
     eprintln!("kill -9: marked down after {took:?}");
     assert!(took <= DETECTION_BOUND, "kill -9 detected after {took:?}");
+
+    // 2b. C restarted on the same data dir: same node id, a greater incarnation, up again; then it goes.
+    let data = std::mem::replace(&mut node_c.data, TempDir::new("spare"));
+    let envs = [
+        ("TROUPE_STORE_BACKEND", "postgres"),
+        ("TROUPE_STORE_URL", pg.url.as_str()),
+        ("TROUPE_CLUSTER_COOKIE", COOKIE),
+        ("TROUPE_AUTH_JWT_SECRET", SECRET),
+        ("TROUPE_AUTH_ADMIN_EMAILS", ADMIN),
+    ];
+    let args = ["--cluster-addr", specs[2].cluster_addr.as_str(), "--join", seeds.as_str()];
+    let mut restarted = Node::start_with(data, "127.0.0.3:0", &args, &envs);
+    let took =
+        wait_for(&c, &[&a, &b, &restarted], &token, &c_id, "up", |i| i > c_incarnation, Duration::from_secs(20)).await;
+    eprintln!("restart: C back up after {took:?}");
+    restarted.signal("TERM");
+    assert!(restarted.wait_exit(Duration::from_secs(15)).success());
+    wait_for(&c, &[&a, &b], &token, &c_id, "down", |i| i > c_incarnation, Duration::from_secs(10)).await;
 
     // 3. SIGSTOP B: A marks it down within the bound.
     let b_incarnation = member(&view(&c, &a, &token).await.unwrap(), &b_id).unwrap().1;

@@ -622,7 +622,11 @@ impl Driver {
             next.status = new_status;
             next.reason = format!("{} by {}: {}", new_status.as_str(), self.me.node_id, verdict.reason);
             match self.table.write(&next, Some(row.version)).await {
-                Ok(Some(_)) => {
+                Ok(Some(version)) => {
+                    // The view shows the new status now, not after the next read.
+                    if let Some(r) = self.rows.iter_mut().find(|r| r.member.node_id == verdict.node_id) {
+                        *r = Versioned { member: next, version };
+                    }
                     metrics::counter!(
                         "troupe_cluster_suspicions_total",
                         "verdict" => new_status.as_str()

@@ -403,3 +403,23 @@ async fn mutual_tls_mesh_forms_and_refuses_a_node_of_another_ca() {
     drop((a, b));
     drop(pg);
 }
+
+#[tokio::test]
+async fn a_single_node_has_no_cluster_endpoint_and_no_cluster_probe() {
+    let node = Node::start(&[("TROUPE_AUTH_JWT_SECRET", SECRET), ("TROUPE_AUTH_ADMIN_EMAILS", ADMIN)]);
+    let c = http();
+    let r = c.get(node.url("/api/v1/cluster/nodes")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "admin-only when authentication is configured");
+    let token = common::token_for(&c, &node, ADMIN).await;
+    let r = c.get(node.url("/api/v1/cluster/nodes")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:troupe:problem:not-configured", "{body:#}");
+    let ready: Value = c.get(node.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    assert!(!ready.to_string().contains("\"cluster\""), "{ready:#}");
+    let out =
+        common::command().args(["cluster", "status", "--node", &node.addr.to_string(), "--token", &token]).output();
+    let out = out.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("503"), "{}", String::from_utf8_lossy(&out.stderr));
+}

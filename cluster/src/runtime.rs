@@ -32,6 +32,9 @@ use crate::error::{ClusterError, Result};
 use crate::membership::{Member, MembershipTable, NodeStatus, Versioned, next_incarnation};
 use crate::mesh::{Mesh, MeshSettings};
 
+#[cfg(test)]
+mod tests;
+
 /// Name of the file in the data dir holding this node's stable id.
 pub const NODE_ID_FILE: &str = "cluster-node-id";
 /// First delay between two dials of the same address.

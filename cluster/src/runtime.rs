@@ -257,6 +257,12 @@ impl ClusterHandle {
     }
 }
 
+/// Whether a node that reaches `reached` of the `others` meshed peers (besides the one it judges) may
+/// judge by ping silence: at least half of them, or there are none.
+pub(crate) fn mesh_quorum(reached: usize, others: usize) -> bool {
+    reached * 2 >= others
+}
+
 /// Readiness probe: the node is ready once it is `up`.
 pub struct ClusterProbe {
     view: Arc<RwLock<ClusterView>>,
@@ -611,7 +617,27 @@ impl Driver {
             return;
         }
         let use_mesh = self.me.status == NodeStatus::Up;
+        let meshed: Vec<&str> = self
+            .rows
+            .iter()
+            .map(|r| &r.member)
+            .filter(|m| m.node_id != self.me.node_id && m.status.is_meshed())
+            .map(|m| m.node_id.as_str())
+            .collect();
+        let store_only = self.detector.verdicts(now, false);
+        let mut verdicts = Vec::new();
         for verdict in self.detector.verdicts(now, use_mesh) {
+            // A ping silence counts only while this node hears most of the others: a node cut off from
+            // the mesh must not accuse the majority.
+            let others: Vec<&str> = meshed.iter().copied().filter(|id| *id != verdict.node_id).collect();
+            let reached = others.iter().filter(|id| self.detector.reachable(id, now)).count();
+            if mesh_quorum(reached, others.len()) {
+                verdicts.push(verdict);
+            } else if let Some(v) = store_only.iter().find(|v| v.node_id == verdict.node_id) {
+                verdicts.push(v.clone());
+            }
+        }
+        for verdict in verdicts {
             let Some(row) = self.rows.iter().find(|r| r.member.node_id == verdict.node_id) else { continue };
             if row.member.incarnation != verdict.incarnation {
                 continue;

@@ -41,6 +41,14 @@ fn settings_come_from_the_config() {
 }
 
 #[test]
+fn ping_verdicts_need_a_mesh_majority() {
+    assert!(mesh_quorum(0, 0), "two nodes: the only peer is judged");
+    assert!(mesh_quorum(1, 1) && mesh_quorum(1, 2) && mesh_quorum(2, 3));
+    assert!(!mesh_quorum(0, 1), "cut off from the only other peer: judge by the store only");
+    assert!(!mesh_quorum(1, 3) && !mesh_quorum(0, 2));
+}
+
+#[test]
 fn the_probe_is_ready_only_when_up() {
     let view = Arc::new(RwLock::new(ClusterView::default()));
     let probe = ClusterProbe { view: view.clone() };

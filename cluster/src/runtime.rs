@@ -9,7 +9,7 @@
 //!   its own isolation);
 //! - a node that finds its own row `down` (or at another incarnation) rejoins with a new, greater
 //!   incarnation and starts its judgements from scratch; one that finds itself `suspect` refutes it;
-//! - a joining node becomes `up` once a live `up` peer answered its ping (the cookie was accepted), or
+//! - a joining node becomes `up` once a live `up`/`suspect` peer answered its ping (the cookie was accepted), or
 //!   when no live `up` member exists (the first node);
 //! - the sessions of a peer declared down are closed, so a frozen peer cannot grow our queues.
 
@@ -586,7 +586,7 @@ impl Driver {
             .rows
             .iter()
             .map(|r| &r.member)
-            .filter(|m| m.node_id != self.me.node_id && m.status == NodeStatus::Up)
+            .filter(|m| m.node_id != self.me.node_id && matches!(m.status, NodeStatus::Up | NodeStatus::Suspect))
             // By the store heartbeat alone: a joining node's missing pings say nothing about the peer.
             .filter(|m| self.detector.health(&m.node_id, now, false) != Some(PeerHealth::Down))
             .collect();

@@ -67,3 +67,101 @@ fn the_probe_is_ready_only_when_up() {
         assert_eq!(h.blocks_readiness(), expected == ComponentStatus::Down);
     }
 }
+
+/// Real store (fjall), real mesh listener, short real-time bounds.
+async fn single_node() -> (ClusterHandle, MembershipTable, ClusterSettings, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = troupe_storage::FjallBackend::open(dir.path().join("store")).await.unwrap();
+    let store = Store::new(Arc::new(backend), Arc::new(troupe_storage::SystemClock));
+    let table = MembershipTable::new(store.clone());
+    let settings = ClusterSettings {
+        node_id: load_or_create_node_id(dir.path()).unwrap(),
+        name: "n1".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+        cookie: "c".into(),
+        seeds: vec![],
+        heartbeat_interval: Duration::from_millis(40),
+        detector: DetectorConfig { suspect_after: Duration::from_millis(150), down_after: Duration::from_millis(300) },
+        tls: None,
+    };
+    // A member that died without a trace: `up`, never heartbeating again.
+    let ghost = Member {
+        node_id: "ghost".into(),
+        name: "ghost".into(),
+        incarnation: 1,
+        cluster_addr: "127.0.0.1:9".into(),
+        http_addr: String::new(),
+        status: NodeStatus::Up,
+        heartbeat: 5,
+        last_heartbeat_ms: 0,
+        reason: "joined".into(),
+    };
+    table.write(&ghost, None).await.unwrap();
+    let handle = ClusterHandle::start(settings.clone(), store).await.unwrap();
+    (handle, table, settings, dir)
+}
+
+async fn until(limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "condition not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_buries_a_dead_member_joins_refutes_rejoins_and_leaves() {
+    let (handle, table, settings, _dir) = single_node().await;
+    let me = settings.node_id.clone();
+    let first = handle.view();
+    assert_eq!(first.status, Some(NodeStatus::Joining), "a live-looking up member exists: wait for it");
+    let inc1 = first.incarnation;
+
+    // The ghost's heartbeat never moves: marked down by the store signal, then this node is the first up.
+    until(Duration::from_secs(5), || handle.view().status == Some(NodeStatus::Up)).await;
+    let ghost = table.get("ghost").await.unwrap().unwrap().member;
+    assert_eq!(ghost.status, NodeStatus::Down);
+    assert!(ghost.reason.contains(&me) && ghost.reason.contains("store heartbeat"), "{}", ghost.reason);
+    let row = table.get(&me).await.unwrap().unwrap().member;
+    assert_eq!((row.status, row.reason.as_str()), (NodeStatus::Up, "first node up"));
+    assert!(handle.probe().health().status == ComponentStatus::Up);
+
+    // A peer suspects it: refuted on the next heartbeat, same incarnation.
+    let current = table.get(&me).await.unwrap().unwrap();
+    let mut suspected = current.member.clone();
+    suspected.status = NodeStatus::Suspect;
+    suspected.reason = "suspect by someone".into();
+    table.write(&suspected, Some(current.version)).await.unwrap().unwrap();
+    until(Duration::from_secs(5), || {
+        let v = handle.view();
+        v.members[0].reason.contains("refuted") && v.status == Some(NodeStatus::Up)
+    })
+    .await;
+    assert_eq!(handle.view().incarnation, inc1);
+
+    // A peer declares it down: it rejoins with a greater incarnation and comes back up.
+    let current = table.get(&me).await.unwrap().unwrap();
+    let mut buried = current.member.clone();
+    buried.status = NodeStatus::Down;
+    buried.reason = "down by someone".into();
+    table.write(&buried, Some(current.version)).await.unwrap().unwrap();
+    until(Duration::from_secs(5), || {
+        let v = handle.view();
+        v.incarnation > inc1 && v.status == Some(NodeStatus::Up)
+    })
+    .await;
+    let row = table.get(&me).await.unwrap().unwrap().member;
+    assert!(row.incarnation > inc1 && row.status == NodeStatus::Up);
+    let view = handle.view();
+    assert_eq!(view.members.len(), 2);
+    assert!(view.members[0].is_self);
+    assert_eq!(view.members[1].node_id, "ghost");
+
+    // Graceful leave: the row ends `down` with reason "left".
+    handle.leave(Duration::from_secs(5)).await;
+    let row = table.get(&me).await.unwrap().unwrap().member;
+    assert_eq!((row.status, row.reason.as_str()), (NodeStatus::Down, "left"));
+    assert_eq!(handle.view().status, Some(NodeStatus::Down));
+}

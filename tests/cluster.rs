@@ -192,6 +192,7 @@ async fn three_nodes_form_a_cluster_detect_failures_and_rejoin() {
     let ids = formed.expect("three nodes did not all list three up members within 30 s");
     let (b_id, c_id) = (ids[1].clone(), ids[2].clone());
     let v = view(&c, &a, &token).await.unwrap();
+    let a_incarnation = v["incarnation"].as_u64().unwrap();
     let peer = v["members"].as_array().unwrap().iter().find(|m| m["id"] == b_id.as_str()).unwrap();
     assert_eq!(peer["local_health"], "alive", "{v:#}");
     assert!(peer["rtt_ms"].as_f64().is_some(), "A has measured an RTT to B: {v:#}");
@@ -254,6 +255,14 @@ async fn three_nodes_form_a_cluster_detect_failures_and_rejoin() {
     let b_view = view(&c, &b, &token).await.unwrap();
     assert!(b_view["incarnation"].as_u64().unwrap() > b_incarnation, "{b_view:#}");
     assert_eq!(member(&b_view, &c_id).unwrap().0, "down", "B sees the killed node down: {b_view:#}");
+    // Waking up, B accused nobody: A kept its incarnation and is up in both views.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for n in [&a, &b] {
+        let v = view(&c, n, &token).await.unwrap();
+        assert_eq!(member(&v, &ids[0]), Some(("up".to_owned(), a_incarnation)), "{v:#}");
+    }
+    let rtt = view(&c, &a, &token).await.unwrap()["members"][1]["rtt_ms"].as_f64();
+    eprintln!("A's ping RTT to B: {rtt:?} ms");
 
     // 5. Graceful stop of B: `leaving`, then `down` (reason "left"); the process exits cleanly.
     b.signal("TERM");

@@ -383,8 +383,9 @@ impl Driver {
 
     async fn tick(&mut self) {
         let now = Instant::now();
+        // Idle time since the previous tick ended (not since it started: a slow store must not look like
+        // a pause). A freeze in the middle of a tick is caught by the freshness check in `judge`.
         let gap = now.saturating_duration_since(self.last_tick);
-        self.last_tick = now;
         if gap > (self.settings.heartbeat_interval * 2).max(self.settings.detector.suspect_after) {
             tracing::warn!(gap_ms = gap.as_millis() as u64, "cluster: this node was paused; restarting judgements");
             self.detector.restart_all(now);
@@ -395,6 +396,7 @@ impl Driver {
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: cannot read the membership table");
                 self.publish_view();
+                self.last_tick = Instant::now();
                 return;
             }
         }
@@ -413,6 +415,7 @@ impl Driver {
         self.maybe_join().await;
         self.judge(now).await;
         self.publish_view();
+        self.last_tick = Instant::now();
     }
 
     /// Writes this node's heartbeat; handles a row someone else changed.
@@ -610,6 +613,7 @@ impl Driver {
     }
 
     async fn judge(&mut self, now: Instant) {
+        let now = now.max(Instant::now());
         let fresh = self
             .last_own_write
             .is_some_and(|t| now.saturating_duration_since(t) < self.settings.detector.suspect_after);

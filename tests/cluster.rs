@@ -432,3 +432,60 @@ async fn a_single_node_has_no_cluster_endpoint_and_no_cluster_probe() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("503"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Kills every established TCP socket to or from `ports` with `ss -K` (needs root and
+/// INET_DIAG_DESTROY); `false` when nothing could be killed here.
+fn cut_connections(ports: &[u16]) -> bool {
+    let clauses: Vec<String> = ports.iter().map(|p| format!("sport = :{p} or dport = :{p}")).collect();
+    let filter = format!("( {} )", clauses.join(" or "));
+    let out = std::process::Command::new("ss").args(["-K", "-t", "-n", "state", "established", &filter]).output();
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).lines().skip(1).any(|l| !l.trim().is_empty()),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_mesh_connection_is_redialed_without_declaring_anyone_down() {
+    let Some(pg) = fresh_schema().await else { return };
+    let c = http();
+    let specs = [Spec::new("127.0.0.1"), Spec::new("127.0.0.2")];
+    let seeds = specs[0].cluster_addr.clone();
+    let a = specs[0].start(&pg, &seeds, COOKIE);
+    let b = specs[1].start(&pg, &seeds, COOKIE);
+    let token = common::token_for(&c, &a, ADMIN).await;
+    let connected = |v: &Value| v["members"].as_array().is_some_and(|ms| ms.iter().all(|m| m["connected"] == true));
+    let before = eventually(Duration::from_secs(30), || async {
+        let v = view(&c, &a, &token).await?;
+        (statuses(&v) == ["up", "up"] && connected(&v) && v["members"][1]["rtt_ms"].is_f64()).then_some(v)
+    })
+    .await
+    .expect("two nodes up and connected");
+    let port = |s: &Spec| -> u16 { s.cluster_addr.rsplit_once(':').unwrap().1.parse().unwrap() };
+    if !cut_connections(&[port(&specs[0]), port(&specs[1])]) {
+        eprintln!("skipping the cut: `ss -K` cannot kill sockets here (needs root and INET_DIAG_DESTROY)");
+        return;
+    }
+    let t0 = Instant::now();
+    // The session is gone, then redialed (and counted); nobody is suspected long enough to be declared down.
+    eventually(Duration::from_secs(10), || async {
+        let mut metrics = String::new();
+        for n in [&a, &b] {
+            metrics += &c.get(n.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        }
+        let v = view(&c, &a, &token).await?;
+        let back = statuses(&v) == ["up", "up"] && connected(&v) && metrics.contains("troupe_cluster_reconnects_total");
+        back.then_some(())
+    })
+    .await
+    .expect("the nodes redialed each other");
+    eprintln!("mesh cut: reconnected after {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = view(&c, &a, &token).await.unwrap();
+    for i in 0..2 {
+        assert_eq!(after["members"][i]["incarnation"], before["members"][i]["incarnation"], "{after:#}");
+        assert_eq!(after["members"][i]["status"], "up", "{after:#}");
+    }
+    drop((a, b));
+    drop(pg);
+}

@@ -3,6 +3,7 @@
 //! SIGINT. Errors at this edge are `anyhow`; each is one clear line on stderr and exit code 1.
 
 mod app;
+mod cluster_status;
 mod node;
 mod system;
 
@@ -27,6 +28,25 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Cluster tools.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Print the members table as a node sees it (`GET /api/v1/cluster/nodes`).
+    Status {
+        /// The node's HTTP address, e.g. 127.0.0.1:8080.
+        #[arg(long, value_name = "HTTP_ADDR")]
+        node: String,
+        /// Bearer token of an admin (needed when the node has authentication configured).
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -49,6 +69,12 @@ struct RunArgs {
     /// Log format (overrides log.format).
     #[arg(long, value_name = "FORMAT", value_parser = ["pretty", "json"])]
     log_format: Option<String>,
+    /// Cluster listen address (overrides cluster.addr), e.g. 10.0.0.1:4000.
+    #[arg(long, value_name = "ADDR")]
+    cluster_addr: Option<String>,
+    /// Nodes to join, HOST:PORT[,HOST:PORT…] (overrides cluster.seeds).
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT]")]
+    join: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +121,29 @@ fn main() -> ExitCode {
             print!("{}", troupe_config::env_markdown_table());
             ExitCode::SUCCESS
         }
+        Command::Cluster(ClusterCommand::Status { node, token, json }) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(cluster_status::fetch(&node, token.as_deref())) {
+                Ok(body) => {
+                    if json {
+                        println!("{body}");
+                    } else {
+                        print!("{}", cluster_status::table(&body));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             let mut overrides = Vec::new();
             if let Some(d) = &args.data_dir {
@@ -105,6 +154,12 @@ fn main() -> ExitCode {
             }
             if let Some(f) = &args.log_format {
                 overrides.push(("log.format", f.clone()));
+            }
+            if let Some(a) = &args.cluster_addr {
+                overrides.push(("cluster.addr", a.clone()));
+            }
+            if let Some(j) = &args.join {
+                overrides.push(("cluster.seeds", j.clone()));
             }
             let cfg = match load(&args.source, &overrides) {
                 Ok(cfg) => cfg,

@@ -79,25 +79,33 @@ fn root_spec(
         .child(ChildSpec::supervisor(services))
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Installs the SIGTERM/SIGINT handlers now (not when first polled: a signal that arrives right after
+/// "ready" is logged must already be caught) and resolves with the first signal's name.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            },
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            match handlers {
+                (Ok(mut term), Ok(mut int)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                },
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "ctrl-c"
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
     }
 }
 
@@ -116,6 +124,18 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         tracing::warn!(%warning, "configuration");
     }
     let registry = Registry::new();
+    // Membership starts after the store and before the services: the node registers as `joining` and
+    // readiness stays down (critical `cluster` probe) until a peer has answered it.
+    let cluster = match troupe_cluster::ClusterSettings::from_config(&cfg, addr).context("cluster settings")? {
+        Some(settings) => {
+            let handle = troupe_cluster::ClusterHandle::start(settings, store.clone())
+                .await
+                .context("cannot start cluster membership")?;
+            registry.register_probe(handle.probe());
+            Some(handle)
+        }
+        None => None,
+    };
     let mut app = crate::app::build(&cfg, &store, &registry)?;
     let app_children = std::mem::take(&mut app.children);
     let mut root = Supervisor::start_root(root_spec(&cfg, &registry, &prometheus, app_children), registry.clone())
@@ -142,6 +162,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         .with_bus(app.bus.clone())
         .with_http(&crate::app::http_settings(&cfg))
         .context("gateway settings")?;
+    let state = match &cluster {
+        Some(c) => state.with_cluster(c.clone()),
+        None => state,
+    };
     let sweeper = app.hub.spawn_sweeper(crate::app::HUB_SWEEP);
     let router = troupe_gateway::router(&gw_cfg, state.clone());
 
@@ -153,6 +177,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             })
             .await
     });
+    let shutdown = shutdown_signal();
     tracing::info!(
         node = %cfg.node.name,
         addr = %addr,
@@ -162,7 +187,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     );
 
     let outcome = tokio::select! {
-        signal = shutdown_signal() => Ok(signal),
+        signal = shutdown => Ok(signal),
         () = root.exited() => Err(anyhow!("the root supervisor gave up (restart intensity exceeded); see the log")),
     };
     let grace = cfg.shutdown.grace;
@@ -172,8 +197,12 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "shutting down"),
     }
 
-    // 1. Stop accepting and let in-flight requests finish (readiness turns 503 first).
+    // 1. Stop accepting and let in-flight requests finish (readiness turns 503 first). A clustered node
+    //    first leaves the membership (`leaving`, then `down`) so peers stop counting on it.
     state.start_draining();
+    if let Some(c) = &cluster {
+        c.leave(grace / 2).await;
+    }
     let _ = stop_tx.send(());
     // WebSocket connections are long-lived: close them (1001 "going away") so the server can drain.
     app.ws.shutdown();

@@ -1,6 +1,31 @@
-//! `troupe-cluster`: membership, placement and failure detection for a Troupe cluster — nodes join through
-//! seeds over ractor_cluster's mesh, heartbeat through the shared store, and own partitions and sharded
-//! entities by rendezvous hashing and fenced leases.
+//! `troupe-cluster`: membership and failure detection for a Troupe cluster. Each node writes its own row
+//! (id, incarnation, addresses, status, heartbeat) into a membership table in the shared store, keeps a
+//! local view of every other row, dials every live member over ractor_cluster's mesh (cookie auth,
+//! Isolated mode: we dial each member ourselves), pings each peer over that mesh with a deadline, and
+//! marks a silent peer `suspect` then `down` within a configured bound. A node declared down that comes
+//! back rejoins with a new, greater incarnation. Placement (rendezvous hashing, fenced shard leases) and
+//! cross-node fan-out build on this view.
 //!
-//! Collaborators: `troupe-actors` (supervision), `troupe-storage` (membership table, leases),
-//! ractor_cluster (TCP mesh). Lands with the cluster issue; empty until then.
+//! Layout: [`membership`] (the stored rows and the table), [`detector`] (the pure failure-detector time
+//! logic), `mesh` (ractor_cluster node server, the remotable pinger actor), `tls` (mutual TLS for every
+//! mesh connection when certificates are configured),
+//! [`placement`] (rendezvous hashing, shard leases, fenced writes — a library, not wired yet),
+//! `runtime` (the one task that drives heartbeat, view, mesh and detector; [`ClusterHandle`]).
+//!
+//! Collaborators: `troupe-storage` (membership table), `troupe-config` (`[cluster]`), `troupe-actors`
+//! (envelope, health probe), ractor_cluster (TCP mesh). Used by the binary and the gateway.
+
+mod error;
+
+pub mod detector;
+pub mod membership;
+mod mesh;
+pub mod placement;
+mod runtime;
+mod tls;
+
+pub use detector::{Detector, DetectorConfig, PeerHealth};
+pub use error::{ClusterError, Result};
+pub use membership::{Member, MembershipTable, NodeStatus};
+pub use runtime::{ClusterHandle, ClusterProbe, ClusterSettings, ClusterView, MemberView};
+pub use tls::TlsFiles;

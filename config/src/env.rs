@@ -67,6 +67,21 @@ pub const ENV_VARS: &[EnvVar] = &[
     config("TROUPE_CLUSTER_ADDR", "cluster.addr", "Cluster listen address (ip:port); unset = single node."),
     config("TROUPE_CLUSTER_SEEDS", "cluster.seeds", "Comma-separated host:port list of nodes to join."),
     config("TROUPE_CLUSTER_COOKIE", "cluster.cookie", "Shared cluster secret (required when clustering)."),
+    config(
+        "TROUPE_CLUSTER_ADVERTISE_ADDR",
+        "cluster.advertise_addr",
+        "host:port peers dial to reach this node (default: cluster.addr).",
+    ),
+    config(
+        "TROUPE_CLUSTER_HEARTBEAT_INTERVAL",
+        "cluster.heartbeat_interval",
+        "Membership heartbeat and ping interval (duration, default 500ms).",
+    ),
+    config("TROUPE_CLUSTER_SUSPECT_AFTER", "cluster.suspect_after", "Silence before a peer is suspect (default 1.5s)."),
+    config("TROUPE_CLUSTER_DOWN_AFTER", "cluster.down_after", "Silence before a peer is down (default 3s)."),
+    config("TROUPE_CLUSTER_TLS_CERT", "cluster.tls_cert", "Node certificate chain (PEM file) for mesh mutual TLS."),
+    config("TROUPE_CLUSTER_TLS_KEY", "cluster.tls_key", "Node private key (PEM file) for mesh mutual TLS."),
+    config("TROUPE_CLUSTER_TLS_CA", "cluster.tls_ca", "CA certificate (PEM file) every node's certificate chains to."),
     config("TROUPE_STORE_BACKEND", "store.backend", "Storage backend: fjall, postgres or scylla."),
     config(
         "TROUPE_STORE_URL",

@@ -303,7 +303,7 @@ impl Default for HttpConfig {
 }
 
 /// `[cluster]`: joining other nodes. All unset = single node.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterConfig {
     /// Cluster listen address; `None` = clustering disabled.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -313,6 +313,54 @@ pub struct ClusterConfig {
     /// Shared secret; required whenever `addr` is set or `seeds` is non-empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie: Option<Secret>,
+    /// The `host:port` peers dial to reach this node; `None` = `addr` (which must then not be a
+    /// wildcard address such as 0.0.0.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<HostPort>,
+    /// How often the node writes its membership heartbeat and pings its peers (default 500ms).
+    #[serde(serialize_with = "duration::serialize")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is marked `suspect` (default 1.5s).
+    #[serde(serialize_with = "duration::serialize")]
+    pub suspect_after: Duration,
+    /// Silence after which a peer is marked `down` (default 3s; a dead peer is down within
+    /// `down_after` + `heartbeat_interval` + one store round trip).
+    #[serde(serialize_with = "duration::serialize")]
+    pub down_after: Duration,
+    /// This node's certificate chain (PEM). With `tls_key` and `tls_ca`: mutual TLS on every mesh
+    /// connection, accepted and dialed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs every node's certificate; peers must present one it signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            seeds: Vec::new(),
+            cookie: None,
+            advertise_addr: None,
+            heartbeat_interval: Duration::from_millis(500),
+            suspect_after: Duration::from_millis(1500),
+            down_after: Duration::from_secs(3),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node runs clustered (`addr` is set).
+    pub fn enabled(&self) -> bool {
+        self.addr.is_some()
+    }
 }
 
 /// `[store]`: where state lives.

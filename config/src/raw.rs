@@ -47,6 +47,13 @@ pub(crate) struct RawCluster {
     pub(crate) addr: Option<String>,
     pub(crate) seeds: Option<Vec<String>>,
     pub(crate) cookie: Option<String>,
+    pub(crate) advertise_addr: Option<String>,
+    pub(crate) heartbeat_interval: Option<String>,
+    pub(crate) suspect_after: Option<String>,
+    pub(crate) down_after: Option<String>,
+    pub(crate) tls_cert: Option<String>,
+    pub(crate) tls_key: Option<String>,
+    pub(crate) tls_ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,6 +20,9 @@ fn from_toml(text: &str) -> Result<NodeConfig, ConfigErrors> {
     ConfigLoader::new().toml_str("troupe.toml", text).load()
 }
 
+/// A shared store section (a cluster needs one).
+const PG: &str = "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/troupe\"\n";
+
 fn errors_of(result: Result<NodeConfig, ConfigErrors>) -> ConfigErrors {
     match result {
         Ok(config) => panic!("expected errors, got {config:#?}"),
@@ -112,7 +115,10 @@ format = "json"
             ("TROUPE_ADMIN_ALLOW_KILL", "yes"),
             ("TROUPE_CLUSTER_SEEDS", "a.example:4000, [::1]:4001"),
             ("TROUPE_CLUSTER_ADDR", "0.0.0.0:4000"),
+            ("TROUPE_CLUSTER_ADVERTISE_ADDR", "node-1.example:4000"),
             ("TROUPE_CLUSTER_COOKIE", "s3cret"),
+            ("TROUPE_STORE_BACKEND", "postgres"),
+            ("TROUPE_STORE_URL", "postgres://db/troupe"),
             ("PATH", "/usr/bin"),
         ]))
         .set("http.addr", "127.0.0.1:0")
@@ -364,9 +370,9 @@ fn rabbitmq_url_scheme() {
 #[test]
 fn seeds_without_cookie() {
     assert_one_error(
-        from_toml("[cluster]\naddr = \"0.0.0.0:4000\"\nseeds = [\"node-1:4000\"]\n"),
+        from_toml(&format!("{PG}[cluster]\naddr = \"10.0.0.1:4000\"\nseeds = [\"node-1:4000\"]\n")),
         "cluster.cookie",
-        "required when cluster.seeds is set (cluster.seeds set in troupe.toml:3)",
+        "required when cluster.seeds is set (cluster.seeds set in troupe.toml:6)",
     );
 }
 
@@ -382,9 +388,81 @@ fn seeds_without_addr_and_addr_without_cookie() {
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["cluster.cookie", "cluster.addr"], "{errors}");
     assert_one_error(
-        ConfigLoader::new().set("cluster.addr", "0.0.0.0:4000").load(),
+        ConfigLoader::new()
+            .set("cluster.addr", "10.0.0.1:4000")
+            .set("store.backend", "postgres")
+            .set("store.url", "postgres://db/troupe")
+            .load(),
         "cluster.cookie",
         "required when cluster.addr is set",
+    );
+}
+
+#[test]
+fn cluster_needs_a_shared_store_and_a_dialable_address() {
+    assert_one_error(
+        ConfigLoader::new().set("cluster.addr", "10.0.0.1:4000").set("cluster.cookie", "c").load(),
+        "cluster.addr",
+        "needs a shared store",
+    );
+    assert_one_error(
+        from_toml(&format!("{PG}[cluster]\naddr = \"0.0.0.0:4000\"\ncookie = \"c\"\n")),
+        "cluster.advertise_addr",
+        "required when cluster.addr is a wildcard address",
+    );
+    let config =
+        from_toml(&format!("{PG}[cluster]\naddr = \"0.0.0.0:4000\"\ncookie = \"c\"\nadvertise_addr = \"n1:4000\"\n"))
+            .unwrap();
+    assert_eq!(config.cluster.advertise_addr, Some(HostPort { host: "n1".into(), port: 4000 }));
+    assert!(config.cluster.enabled());
+    assert!(!NodeConfig::default().cluster.enabled());
+}
+
+#[test]
+fn cluster_tls_needs_all_three_files() {
+    let errors = errors_of(ConfigLoader::new().set("cluster.tls_cert", "/etc/troupe/node.pem").load());
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["cluster.tls_key", "cluster.tls_ca"], "{errors}");
+    assert!(errors.to_string().contains("mutual TLS needs all three"), "{errors}");
+    let config = ConfigLoader::new()
+        .env(vars(&[
+            ("TROUPE_CLUSTER_TLS_CERT", "/n.pem"),
+            ("TROUPE_CLUSTER_TLS_KEY", "/n.key"),
+            ("TROUPE_CLUSTER_TLS_CA", "/ca.pem"),
+        ]))
+        .load()
+        .unwrap();
+    assert_eq!(config.cluster.tls_ca, Some(PathBuf::from("/ca.pem")));
+}
+
+#[test]
+fn cluster_timing_defaults_and_order() {
+    let d = NodeConfig::default().cluster;
+    assert_eq!(
+        (d.heartbeat_interval, d.suspect_after, d.down_after),
+        (Duration::from_millis(500), Duration::from_millis(1500), Duration::from_secs(3))
+    );
+    let config = ConfigLoader::new()
+        .env(vars(&[("TROUPE_CLUSTER_DOWN_AFTER", "10s"), ("TROUPE_CLUSTER_HEARTBEAT_INTERVAL", "1s")]))
+        .set("cluster.suspect_after", "2s")
+        .load()
+        .unwrap();
+    assert_eq!(config.cluster.down_after, Duration::from_secs(10));
+    assert_eq!(config.cluster.heartbeat_interval, Duration::from_secs(1));
+    assert_one_error(
+        ConfigLoader::new().set("cluster.suspect_after", "400ms").load(),
+        "cluster.suspect_after",
+        "must be longer than cluster.heartbeat_interval",
+    );
+    assert_one_error(
+        ConfigLoader::new().set("cluster.down_after", "1s").load(),
+        "cluster.down_after",
+        "must be longer than cluster.suspect_after",
+    );
+    assert_one_error(
+        ConfigLoader::new().set("cluster.down_after", "0s").load(),
+        "cluster.down_after",
+        "greater than 0",
     );
 }
 
@@ -392,7 +470,9 @@ fn seeds_without_addr_and_addr_without_cookie() {
 fn bad_seed_is_named() {
     assert_one_error(
         ConfigLoader::new()
-            .set("cluster.addr", "0.0.0.0:4000")
+            .set("cluster.addr", "10.0.0.1:4000")
+            .set("store.backend", "postgres")
+            .set("store.url", "postgres://db/troupe")
             .set("cluster.cookie", "c")
             .set("cluster.seeds", "good:1,bad_host:1,noport")
             .load(),
@@ -521,7 +601,7 @@ fn secrets_are_redacted_everywhere() {
     let config = ConfigLoader::new()
         .env(vars(&[
             ("TROUPE_CLUSTER_COOKIE", "cookie-XYZZY"),
-            ("TROUPE_CLUSTER_ADDR", "0.0.0.0:4000"),
+            ("TROUPE_CLUSTER_ADDR", "10.0.0.1:4000"),
             ("TROUPE_STORE_BACKEND", "postgres"),
             ("TROUPE_STORE_URL", "postgres://u:pw-XYZZY@db/troupe"),
             ("TROUPE_RABBITMQ_URL", "amqp://u:mq-XYZZY@mq"),
@@ -559,6 +639,9 @@ fn redacted_toml_round_trips() {
         .set("cluster.addr", "10.1.2.3:4000")
         .set("cluster.seeds", "a:1,[fe80::1]:2")
         .set("cluster.cookie", "XYZZY")
+        .set("cluster.down_after", "4s")
+        .set("store.backend", "postgres")
+        .set("store.url", "postgres://db/troupe")
         .set("supervisor.within", "90s")
         .set("calls.timeout", "1500ms")
         .set("log.format", "json")
@@ -569,21 +652,24 @@ fn redacted_toml_round_trips() {
     assert!(rendered.contains("timeout = \"1s500ms\""), "{rendered}");
     // The placeholder is refused as a real secret value...
     assert_one_error(
-        ConfigLoader::new().toml_str("rendered.toml", rendered.clone()).load(),
+        ConfigLoader::new()
+            .toml_str("rendered.toml", rendered.clone())
+            .env(vars(&[("TROUPE_STORE_URL", "postgres://db/troupe")]))
+            .load(),
         "cluster.cookie",
         "placeholder",
     );
     // ... and with the secret supplied again everything else survives.
     let reloaded = ConfigLoader::new()
         .toml_str("rendered.toml", rendered.clone())
-        .env(vars(&[("TROUPE_CLUSTER_COOKIE", "XYZZY")]))
+        .env(vars(&[("TROUPE_CLUSTER_COOKIE", "XYZZY"), ("TROUPE_STORE_URL", "postgres://db/troupe")]))
         .load()
         .unwrap();
     assert_eq!(reloaded.cluster.cookie.as_ref().unwrap().expose(), "XYZZY");
     assert_eq!(reloaded.cluster.addr, config.cluster.addr);
     let defaults = NodeConfig::default().to_redacted_toml();
     assert_eq!(ConfigLoader::new().toml_str("defaults.toml", defaults).load().unwrap(), NodeConfig::default());
-    assert_eq!(reloaded.cluster.seeds, config.cluster.seeds);
+    assert_eq!(reloaded.cluster, config.cluster);
     assert_eq!(reloaded.supervisor, config.supervisor);
     assert_eq!(reloaded.calls, config.calls);
     assert_eq!(reloaded.log, config.log);

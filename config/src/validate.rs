@@ -104,7 +104,33 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
             host_port_list(seeds.iter().map(String::as_str), true)
         }),
         cookie: c.field("cluster.cookie", raw.cluster.cookie, None, |s| non_empty_secret(s).map(Some)),
+        advertise_addr: c.field("cluster.advertise_addr", raw.cluster.advertise_addr, None, |s| {
+            s.trim().parse::<HostPort>().map(Some)
+        }),
+        heartbeat_interval: c.field(
+            "cluster.heartbeat_interval",
+            raw.cluster.heartbeat_interval,
+            d.cluster.heartbeat_interval,
+            |s| positive_duration(&s),
+        ),
+        suspect_after: c.field("cluster.suspect_after", raw.cluster.suspect_after, d.cluster.suspect_after, |s| {
+            positive_duration(&s)
+        }),
+        down_after: c
+            .field("cluster.down_after", raw.cluster.down_after, d.cluster.down_after, |s| positive_duration(&s)),
+        tls_cert: c.field("cluster.tls_cert", raw.cluster.tls_cert, None, |s| non_empty_path(&s).map(Some)),
+        tls_key: c.field("cluster.tls_key", raw.cluster.tls_key, None, |s| non_empty_path(&s).map(Some)),
+        tls_ca: c.field("cluster.tls_ca", raw.cluster.tls_ca, None, |s| non_empty_path(&s).map(Some)),
     };
+    let tls_keys = ["cluster.tls_cert", "cluster.tls_key", "cluster.tls_ca"];
+    let tls_set = [cluster.tls_cert.is_some(), cluster.tls_key.is_some(), cluster.tls_ca.is_some()];
+    if c.ok(&tls_keys) && tls_set.contains(&true) && tls_set.contains(&false) {
+        let set = tls_keys.iter().zip(tls_set).find(|(_, s)| *s).map_or("cluster.tls_cert", |(k, _)| *k);
+        for (key, _) in tls_keys.iter().zip(tls_set).filter(|(_, s)| !*s) {
+            c.fail_because(key, "required with the other cluster.tls_* keys (mutual TLS needs all three)", set);
+        }
+    }
+    check_cluster_timing(&mut c, &cluster);
     if c.ok(&["cluster.seeds", "cluster.cookie"]) && cluster.cookie.is_none() && !cluster.seeds.is_empty() {
         c.fail_because("cluster.cookie", "required when cluster.seeds is set", "cluster.seeds");
     } else if c.ok(&["cluster.addr", "cluster.cookie"]) && cluster.cookie.is_none() && cluster.addr.is_some() {
@@ -124,6 +150,24 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
     };
     if c.ok(&["store.backend", "store.url"]) {
         check_store_url(&mut c, &store);
+    }
+    if c.ok(&["cluster.addr", "store.backend"]) && cluster.addr.is_some() && store.backend == StoreBackend::Fjall {
+        c.fail_because(
+            "cluster.addr",
+            "needs a shared store for the membership table: set store.backend to postgres or scylla \
+             (the embedded fjall store is one node's)",
+            "store.backend",
+        );
+    }
+    if c.ok(&["cluster.addr", "cluster.advertise_addr"])
+        && cluster.advertise_addr.is_none()
+        && cluster.addr.is_some_and(|a| a.ip().is_unspecified())
+    {
+        c.fail_because(
+            "cluster.advertise_addr",
+            "required when cluster.addr is a wildcard address (peers need an address they can dial)",
+            "cluster.addr",
+        );
     }
 
     let rabbitmq = RabbitMqConfig {
@@ -236,6 +280,23 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
 }
 
 /// Backend-dependent `store.url` rules. Never echoes the URL (a secret).
+/// `heartbeat_interval` < `suspect_after` < `down_after`.
+fn check_cluster_timing(c: &mut Checker<'_>, cluster: &ClusterConfig) {
+    let keys = ["cluster.heartbeat_interval", "cluster.suspect_after", "cluster.down_after"];
+    if !c.ok(&keys) {
+        return;
+    }
+    if cluster.suspect_after <= cluster.heartbeat_interval {
+        c.fail_because(
+            "cluster.suspect_after",
+            "must be longer than cluster.heartbeat_interval (a peer gets several heartbeats before suspicion)",
+            "cluster.heartbeat_interval",
+        );
+    } else if cluster.down_after <= cluster.suspect_after {
+        c.fail_because("cluster.down_after", "must be longer than cluster.suspect_after", "cluster.suspect_after");
+    }
+}
+
 fn check_store_url(c: &mut Checker<'_>, store: &StoreConfig) {
     match (store.backend, &store.url) {
         (StoreBackend::Fjall, None) => {}
@@ -283,6 +344,10 @@ fn node_name(s: String) -> Result<String, String> {
             "invalid node name {s:?} (1-63 characters: lowercase letters, digits, '.', '_', '-'; starting with a letter or digit)"
         ))
     }
+}
+
+fn non_empty_path(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() { Err("must not be empty".to_owned()) } else { Ok(PathBuf::from(s.trim())) }
 }
 
 fn socket_addr(s: &str) -> Result<SocketAddr, String> {

@@ -14,6 +14,7 @@
 //! `crate::error` (problem documents).
 
 pub(crate) mod auth;
+pub(crate) mod cluster;
 pub(crate) mod content;
 pub(crate) mod dead_letters;
 pub(crate) mod notifications;
@@ -172,6 +173,7 @@ pub(crate) fn routes(state: &GatewayState) -> Router<GatewayState> {
         .merge(content::routes())
         .merge(notifications::routes())
         .merge(dead_letters::routes())
+        .merge(cluster::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::middleware))
 }
 

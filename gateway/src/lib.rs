@@ -41,6 +41,8 @@ pub struct GatewayState {
     ws: Option<ws::WsState>,
     /// The domain-service handles and HTTP settings of the REST API (attached with the `with_*` builders).
     api: Arc<api::ApiState>,
+    /// Cluster membership (`GET /api/v1/cluster/nodes`), when the node is clustered.
+    cluster: Option<troupe_cluster::ClusterHandle>,
 }
 
 struct Inner {
@@ -83,7 +85,15 @@ impl GatewayState {
             }),
             ws: None,
             api: Arc::new(api::ApiState::default()),
+            cluster: None,
         }
+    }
+
+    /// Serve `GET /api/v1/cluster/nodes` from this node's cluster view.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: troupe_cluster::ClusterHandle) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Serve `GET /ws` and the channel endpoints over `ws`.

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::GatewayState;
-use crate::api::{auth, content, dead_letters, notifications, users};
+use crate::api::{auth, cluster, content, dead_letters, notifications, users};
 
 /// Where the document is served.
 pub const OPENAPI_PATH: &str = "/api/docs/openapi.json";
@@ -73,9 +73,11 @@ impl Modify for BearerAuth {
         content::create, content::get_item, content::update, content::delete, content::list, content::feed,
         notifications::list, notifications::mark_read, notifications::read_all,
         dead_letters::list, dead_letters::replay, dead_letters::discard,
+        cluster::nodes,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "content"), (name = "notifications"), (name = "system"))
+    tags((name = "auth"), (name = "users"), (name = "content"), (name = "notifications"), (name = "system"),
+        (name = "cluster"))
 )]
 pub(crate) struct ApiDoc;
 

@@ -90,6 +90,8 @@ pub enum Action {
     ManageDeadLetters,
     /// Kill a supervised actor through the operator endpoint (admin).
     KillActor,
+    /// See the cluster's members through the operator endpoint (admin).
+    ViewCluster,
 }
 
 /// Who may do an action.
@@ -108,6 +110,7 @@ fn rule(action: Action) -> Rule {
         }
         Action::UpdateUser | Action::DeleteUser | Action::UpdateContent | Action::DeleteContent => Rule::OwnerOrAdmin,
         Action::ListUsers | Action::PublishChannel | Action::ManageDeadLetters | Action::KillActor => Rule::Admin,
+        Action::ViewCluster => Rule::Admin,
     }
 }
 

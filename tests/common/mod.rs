@@ -63,11 +63,17 @@ impl Node {
     /// Start `troupe run` on 127.0.0.1:0 with JSON logs and the given extra env, and wait until it
     /// logs that it is ready.
     pub fn start(envs: &[(&str, &str)]) -> Node {
-        let data = TempDir::new("node");
+        Self::start_with(TempDir::new("node"), "127.0.0.1:0", &[], envs)
+    }
+
+    /// Start `troupe run` over the data dir `data`, listening for HTTP on `http_addr`, with extra
+    /// command-line arguments and env (e.g. `--cluster-addr`), and wait until it logs that it is ready.
+    pub fn start_with(data: TempDir, http_addr: &str, args: &[&str], envs: &[(&str, &str)]) -> Node {
         let t0 = Instant::now();
         let mut cmd = command();
-        cmd.args(["run", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        cmd.args(["run", "--http-addr", http_addr, "--log-format", "json", "--data-dir"])
             .arg(data.path())
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in envs {

@@ -424,8 +424,14 @@ fn ephemeral_secret_is_warned_about() {
     let w = warnings[0].to_string();
     assert!(w.starts_with("auth.jwt_secret: not set: a random HS256 secret"), "{w}");
     assert!(w.contains("do not survive a restart") && w.contains("not accepted by other nodes"), "{w}");
-    let clustered =
-        ConfigLoader::new().set("cluster.addr", "127.0.0.1:4000").set("cluster.cookie", "c").load().unwrap().warnings();
+    let clustered = ConfigLoader::new()
+        .set("cluster.addr", "127.0.0.1:4000")
+        .set("cluster.cookie", "c")
+        .set("store.backend", "postgres")
+        .set("store.url", "postgres://db/troupe")
+        .load()
+        .unwrap()
+        .warnings();
     assert!(clustered[0].message.contains("this node is clustered"), "{clustered:?}");
 }
 

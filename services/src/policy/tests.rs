@@ -41,6 +41,7 @@ fn rbac_matrix() {
         (Action::PublishChannel,["unauthorized", "forbidden", "forbidden", "ok", "forbidden"]),
         (Action::ManageDeadLetters,["unauthorized", "forbidden", "forbidden", "ok", "forbidden"]),
         (Action::KillActor,    ["unauthorized", "forbidden", "forbidden", "ok", "forbidden"]),
+        (Action::ViewCluster,  ["unauthorized", "forbidden", "forbidden", "ok", "forbidden"]),
     ];
     for (action, expected) in table {
         let got = [

@@ -1,0 +1,51 @@
+//! The crate's one error enum.
+
+/// Every way a cluster operation can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The shared store failed (unavailable, conflict that could not be resolved, corrupt row).
+    #[error("membership store: {0}")]
+    Store(#[from] troupe_storage::StoreError),
+    /// A membership row or a mesh message could not be decoded.
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A membership row could not be encoded.
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The configuration cannot run a cluster (no address, no cookie, embedded store…).
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    /// The node id file in the data dir cannot be read or written.
+    #[error("node id file {path}: {reason}")]
+    NodeId {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The mesh TLS files cannot be used.
+    #[error("cluster TLS: {0}")]
+    Tls(String),
+    /// The mesh (ractor_cluster node server) could not start.
+    #[error("cluster mesh: {0}")]
+    Mesh(String),
+    /// A conditional write kept losing to concurrent writers.
+    #[error("{0}: too much contention")]
+    Contention(&'static str),
+    /// The cluster task has stopped.
+    #[error("the cluster task has stopped")]
+    Stopped,
+}
+
+/// Result with [`ClusterError`].
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;

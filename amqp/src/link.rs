@@ -21,8 +21,18 @@ pub(crate) const DOWN: u8 = 2;
 
 impl LinkStatus {
     pub(crate) fn set(&self, state: u8, detail: impl Into<String>) {
+        let mut d = self.detail.lock().unwrap_or_else(PoisonError::into_inner);
         self.state.store(state, Ordering::Relaxed);
-        *self.detail.lock().unwrap_or_else(PoisonError::into_inner) = detail.into();
+        *d = detail.into();
+    }
+    /// Marks the link up (cheap when it already is).
+    pub(crate) fn up(&self) {
+        if self.state.load(Ordering::Relaxed) != UP {
+            self.set(UP, "connected");
+        }
+    }
+    pub(crate) fn is_up(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == UP
     }
     pub(crate) fn get(&self) -> (u8, String) {
         (self.state.load(Ordering::Relaxed), self.detail.lock().unwrap_or_else(PoisonError::into_inner).clone())

@@ -65,7 +65,32 @@ pub struct Outbound {
     queue: Arc<Mutex<Option<mpsc::UnboundedSender<Job>>>>,
     status: Status,
     unconfirmed: Arc<AtomicUsize>,
+    last_progress: Arc<Progress>,
     metrics: OutMetrics,
+}
+
+/// Confirms waiting longer than this while the connection looks fine mark the link down.
+const STALL_MS: u64 = 1500;
+
+/// When the last confirm arrived (ms since `start`).
+struct Progress {
+    start: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { start: std::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    fn elapsed_ms(&self) -> u64 {
+        self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed))
+    }
 }
 
 impl std::fmt::Debug for Outbound {
@@ -109,6 +134,7 @@ impl Outbound {
             queue: Arc::new(Mutex::new(None)),
             status,
             unconfirmed: Arc::new(AtomicUsize::new(0)),
+            last_progress: Arc::new(Progress::new()),
             metrics: OutMetrics::new(),
         }
     }
@@ -129,7 +155,30 @@ impl Outbound {
     async fn publish_loop(self, mut rx: mpsc::UnboundedReceiver<Job>) {
         let mut open: Option<Open> = None;
         let mut ever_connected = false;
-        while let Some(job) = rx.recv().await {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let job = tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    // Liveness for the health probe, also while no batch arrives.
+                    match open.as_ref() {
+                        // Up again only once a confirm arrives (lapin's status can look connected
+                        // while it recovers).
+                        Some(o) if o.conn.status().connected() && o.channel.status().connected() => {
+                            let (unconfirmed, last) = (self.unconfirmed(), self.last_progress.elapsed_ms());
+                            if unconfirmed > 0 && last > STALL_MS && self.status.is_up() {
+                                self.status.set(DOWN, format!("no confirm for {last} ms ({unconfirmed} waiting)"));
+                            }
+                        }
+                        Some(_) => self.status.set(DOWN, "connection lost; recovering"),
+                        None => {}
+                    }
+                    continue;
+                }
+            };
             let channel = match self.ensure(&mut open, &mut ever_connected).await {
                 Ok(channel) => channel,
                 Err(e) => {
@@ -154,7 +203,6 @@ impl Outbound {
                     self.metrics.reconnects.increment(1);
                     tracing::info!(exchange = %self.config.exchange, "rabbitmq: publisher channel recovered");
                 }
-                self.status.set(UP, "connected");
                 return Ok(o.channel.clone());
             }
             tracing::warn!("rabbitmq: publisher connection lost; connecting afresh");
@@ -222,6 +270,10 @@ impl Outbound {
             confirms.push(((start, end), result));
         }
         let sent: usize = confirms.iter().filter(|(_, r)| r.is_ok()).count();
+        if self.unconfirmed() == 0 {
+            // The stall clock starts when something waits.
+            self.last_progress.touch();
+        }
         self.metrics.published.increment(sent as u64);
         self.unconfirmed.fetch_add(sent, Ordering::Relaxed);
         self.metrics.unconfirmed.set(self.unconfirmed.load(Ordering::Relaxed) as f64);
@@ -285,6 +337,8 @@ impl Outbound {
     fn settle(&self, answer: Result<Confirmation, lapin::Error>, first: &BusEvent) -> Result<(), HandlerError> {
         match answer {
             Ok(Confirmation::Ack(None)) => {
+                self.last_progress.touch();
+                self.status.up();
                 self.metrics.confirmed.increment(1);
                 Ok(())
             }
@@ -304,7 +358,12 @@ impl Outbound {
                 Err(HandlerError::retry("nacked by the broker"))
             }
             Ok(Confirmation::NotRequested) => Err(HandlerError::retry("channel not in confirm mode")),
-            Err(e) => Err(HandlerError::retry(format!("no confirm: {e}"))),
+            Err(e) => {
+                if self.status.is_up() {
+                    self.status.set(DOWN, "confirms failing; reconnecting");
+                }
+                Err(HandlerError::retry(format!("no confirm: {e}")))
+            }
         }
     }
 }

@@ -69,6 +69,9 @@ pub struct Outbound {
     metrics: OutMetrics,
 }
 
+/// Longest wait for a fresh connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Confirms waiting longer than this while the connection looks fine mark the link down.
 const STALL_MS: u64 = 1500;
 
@@ -174,7 +177,12 @@ impl Outbound {
                             }
                         }
                         Some(_) => self.status.set(DOWN, "connection lost; recovering"),
-                        None => {}
+                        // Connect eagerly (health shows the link before the first event).
+                        None => {
+                            if let Err(e) = self.ensure(&mut open, &mut ever_connected).await {
+                                tracing::debug!(error = %e, "rabbitmq: publisher cannot connect yet");
+                            }
+                        }
                     }
                     continue;
                 }
@@ -213,7 +221,10 @@ impl Outbound {
             }
         }
         self.status.set(DOWN, "connecting");
-        let conn = link::connect(&self.config.url, "troupe-publisher").await?;
+        let conn =
+            tokio::time::timeout(CONNECT_TIMEOUT, link::connect(&self.config.url, "troupe-publisher")).await.map_err(
+                |_| lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed)),
+            )??;
         let channel = conn.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         channel

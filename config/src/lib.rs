@@ -40,6 +40,7 @@ pub use model::{
     NotificationsConfig, RabbitMqConfig, RateLimit, RateLimitConfig, Secret, ShutdownConfig, StoreBackend, StoreConfig,
     SupervisorConfig, WsConfig,
 };
+pub use model::{RabbitMqBinding, ReturnedMessages};
 
 /// Builds a [`NodeConfig`] from layers. Precedence, lowest first: built-in
 /// defaults, the file, the environment, [`ConfigLoader::set`] overrides.

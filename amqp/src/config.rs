@@ -112,6 +112,39 @@ impl BridgeConfig {
         }
     }
 
+    /// The bridge the `[rabbitmq]` section describes, or `None` when `rabbitmq.url` is unset (off).
+    pub fn from_section(r: &troupe_config::RabbitMqConfig) -> Option<Self> {
+        let url = r.url.as_ref()?;
+        let mut c = Self::new(url.expose());
+        c.exchange.clone_from(&r.exchange);
+        c.topics.clone_from(&r.topics);
+        c.confirm_window = r.confirm_window;
+        c.packed = r.packed;
+        c.packed_max_events = r.packed_max_events;
+        c.returned = match r.returned {
+            troupe_config::ReturnedMessages::DeadLetter => ReturnedPolicy::DeadLetter,
+            troupe_config::ReturnedMessages::Drop => ReturnedPolicy::Drop,
+            troupe_config::ReturnedMessages::Retry => ReturnedPolicy::Retry,
+        };
+        c.reconnect_initial = r.reconnect_initial;
+        c.reconnect_max = r.reconnect_max;
+        c.bindings = r
+            .bindings
+            .iter()
+            .map(|b| BindingConfig {
+                queue: b.queue.clone(),
+                handler: b.handler.clone(),
+                prefetch: b.prefetch,
+                delivery_limit: b.delivery_limit,
+                max_attempts: b.max_attempts,
+                dead_letter_exchange: b.dead_letter_exchange.clone(),
+                routing_keys: b.routing_keys.clone(),
+                exchange: b.exchange.clone(),
+            })
+            .collect();
+        Some(c)
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), AmqpError> {
         if self.confirm_window == 0 || self.confirm_window > 65_535 {

@@ -63,7 +63,11 @@ impl Node {
     /// Start `troupe run` on 127.0.0.1:0 with JSON logs and the given extra env, and wait until it
     /// logs that it is ready.
     pub fn start(envs: &[(&str, &str)]) -> Node {
-        let data = TempDir::new("node");
+        Self::start_in(TempDir::new("node"), envs)
+    }
+
+    /// Like [`Node::start`], on an existing data dir (a restart after [`Node::take_data`]).
+    pub fn start_in(data: TempDir, envs: &[(&str, &str)]) -> Node {
         let t0 = Instant::now();
         let mut cmd = command();
         cmd.args(["run", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
@@ -122,6 +126,11 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Takes the data dir out (it is no longer removed when this node drops), for a restart.
+    pub fn take_data(&mut self) -> TempDir {
+        std::mem::replace(&mut self.data, TempDir(PathBuf::new()))
     }
 
     /// Log lines seen so far (after readiness).

@@ -145,7 +145,12 @@ async fn store_with(n: usize) -> (Store, tempfile::TempDir) {
 }
 
 fn bus_config() -> BusConfig {
-    BusConfig { poll_interval: Duration::from_millis(5), page_size: 1024, max_in_flight: 8192, ..BusConfig::default() }
+    BusConfig {
+        poll_interval: Duration::from_millis(5),
+        page_size: 4096,
+        max_in_flight: 16_384,
+        ..BusConfig::default()
+    }
 }
 
 async fn drained(store: &Store) {

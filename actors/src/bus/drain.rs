@@ -13,6 +13,7 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use troupe_storage::StoreError;
 
 use futures::stream::{FuturesOrdered, StreamExt};
 
@@ -48,11 +49,16 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
 
     let mut held: BTreeMap<u64, Held> = BTreeMap::new();
     let mut finished: Vec<u64> = Vec::new();
+    // One acknowledgement runs at a time beside the reading (a store commit costs about as much as
+    // reading a page); finished ids gather meanwhile, so acks batch themselves under load.
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(Result<(), StoreError>, Vec<u64>)>();
+    let mut acking: Option<tokio::task::JoinHandle<()>> = None;
     // Greatest id read; entries become visible in id order (both backends assign ids at commit under
     // one writer or lock), so the next page starts after it.
     let mut read_pos: Option<u64> = None;
     let mut timer_wake = false;
     let mut idle_polls: u64 = 0;
+    let mut acked: Option<(Result<(), StoreError>, Vec<u64>)> = None;
     loop {
         if let Some(exit) = workers.try_join_next() {
             return format!("bus worker ended unexpectedly: {exit:?}");
@@ -60,20 +66,37 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
         while let Ok(id) = done_rx.try_recv() {
             finish(&mut held, &mut finished, id);
         }
+        if acked.is_none()
+            && let Ok(result) = ack_rx.try_recv()
+        {
+            acked = Some(result);
+        }
         let mut store_ok = true;
-        if !finished.is_empty() {
-            match inner.store.ack_outbox(&finished).await {
+        if let Some((result, ids)) = acked.take() {
+            acking = None;
+            match result {
                 Ok(()) => {
-                    for id in finished.drain(..) {
+                    for id in ids {
                         held.remove(&id);
                     }
                 }
                 Err(e) => {
                     // Kept: acknowledged again on the next round.
-                    tracing::warn!(error = %e, entries = finished.len(), "bus: outbox ack failed");
+                    tracing::warn!(error = %e, entries = ids.len(), "bus: outbox ack failed");
+                    finished.extend(ids);
                     store_ok = false;
                 }
             }
+        } else if acking.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
+            return "bus outbox ack task failed".to_owned();
+        }
+        if acking.is_none() && !finished.is_empty() && store_ok {
+            let ids = std::mem::take(&mut finished);
+            let (store, tx) = (inner.store.clone(), ack_tx.clone());
+            acking = Some(tokio::spawn(async move {
+                let result = store.ack_outbox(&ids).await;
+                let _ = tx.send((result, ids));
+            }));
         }
         // Safety net: every IDLE_RESCAN idle polls with nothing held, read from the oldest entry again.
         if timer_wake && held.is_empty() {
@@ -123,7 +146,7 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
         depth.set(held.len() as f64);
         oldest.set(held.values().next().map_or(0.0, |h| h.seen.elapsed().as_secs_f64()));
         // Entries without subscribers are acknowledged at once; a full page means more may wait.
-        if (!finished.is_empty() && store_ok) || (more && held.len() < config.max_in_flight) {
+        if (!finished.is_empty() && store_ok && acking.is_none()) || (more && held.len() < config.max_in_flight) {
             timer_wake = false;
             continue;
         }
@@ -131,6 +154,7 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
         tokio::select! {
             () = inner.wake.notified() => {}
             Some(id) = done_rx.recv() => finish(&mut held, &mut finished, id),
+            Some(result) = ack_rx.recv(), if acking.is_some() => acked = Some(result),
             () = tokio::time::sleep(config.poll_interval) => timer_wake = true,
         }
     }

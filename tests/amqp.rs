@@ -90,7 +90,7 @@ async fn consume_until(
     got
 }
 
-fn envs<'a>(exchange: &'a str) -> Vec<(&'a str, &'a str)> {
+fn envs(exchange: &str) -> Vec<(&str, &str)> {
     vec![
         ("TROUPE_AUTH_JWT_SECRET", SECRET),
         ("TROUPE_RABBITMQ_URL", URL),

@@ -198,7 +198,7 @@ async fn an_inbound_message_drives_an_actor_and_is_acked_after_its_effect_is_sto
     eventually("all stored", Duration::from_secs(30), || async {
         let mut n = 0;
         for i in 0..5 {
-            if store.get("orders", &Key::empty(), &Key::empty().str(&format!("order-{i}"))).await.unwrap().is_some() {
+            if store.get("orders", &Key::empty(), &Key::empty().str(format!("order-{i}"))).await.unwrap().is_some() {
                 n += 1;
             }
         }

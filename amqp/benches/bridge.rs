@@ -109,11 +109,11 @@ async fn bridge_publish(exchange: &str, packed: bool, n: usize) -> f64 {
     let warm = out.handle_batch(events(1)).await;
     assert!(warm.iter().all(Result::is_ok), "{warm:?}");
     let all = events(n);
-    let batch = if packed { 1000 } else { WINDOW / 4 };
+    let batch = if packed { 1000 } else { WINDOW / 10 };
     let t0 = Instant::now();
     let mut inflight: FuturesOrdered<BoxFuture<'static, BatchResults>> = FuturesOrdered::new();
     for chunk in all.chunks(batch) {
-        if inflight.len() >= 4 {
+        if inflight.len() >= if packed { 4 } else { 10 } {
             let r = inflight.next().await.unwrap();
             assert!(r.iter().all(Result::is_ok));
         }

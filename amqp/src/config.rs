@@ -179,7 +179,7 @@ impl BridgeConfig {
             // One packed message per call; a few calls in flight.
             (self.packed_max_events, 4)
         } else {
-            let pipeline = 4.min(self.confirm_window);
+            let pipeline = 10.min(self.confirm_window);
             (self.confirm_window.div_ceil(pipeline), pipeline)
         }
     }

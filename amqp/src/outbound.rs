@@ -66,6 +66,10 @@ pub struct Outbound {
     status: Status,
     unconfirmed: Arc<AtomicUsize>,
     last_progress: Arc<Progress>,
+    /// When the publish in progress started (ms on `last_progress`'s clock; 0 = none).
+    busy_since: Arc<std::sync::atomic::AtomicU64>,
+    /// Status handles of the current connection and channel, for the watcher.
+    links: Arc<Mutex<Option<(lapin::ConnectionStatus, lapin::ChannelStatus)>>>,
     metrics: OutMetrics,
 }
 
@@ -138,6 +142,8 @@ impl Outbound {
             status,
             unconfirmed: Arc::new(AtomicUsize::new(0)),
             last_progress: Arc::new(Progress::new()),
+            busy_since: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            links: Arc::new(Mutex::new(None)),
             metrics: OutMetrics::new(),
         }
     }
@@ -151,8 +157,42 @@ impl Outbound {
     pub fn run(&self) -> impl Future<Output = ()> + Send + 'static {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.queue.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
-        let this = self.clone();
-        this.publish_loop(rx)
+        let (this, watched) = (self.clone(), self.clone());
+        async move {
+            tokio::select! {
+                () = this.publish_loop(rx) => {}
+                () = watched.watch() => {}
+            }
+        }
+    }
+
+    /// Health of the link, also while a publish is stuck: down when lapin reports the connection or
+    /// channel not connected, when confirms stall, or when one publish call takes too long. Up again
+    /// only on a fresh connection or a confirm.
+    async fn watch(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let connected = self
+                .links
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|(conn, channel)| conn.connected() && channel.connected());
+            let now = self.last_progress.now_ms();
+            let busy = self.busy_since.load(Ordering::Relaxed);
+            let (unconfirmed, quiet) = (self.unconfirmed(), self.last_progress.elapsed_ms());
+            match connected {
+                Some(false) => self.status.set(DOWN, "connection lost; recovering"),
+                Some(true) if unconfirmed > 0 && quiet > STALL_MS && self.status.is_up() => {
+                    self.status.set(DOWN, format!("no confirm for {quiet} ms ({unconfirmed} waiting)"));
+                }
+                Some(true) if busy != 0 && now.saturating_sub(busy) > STALL_MS && self.status.is_up() => {
+                    self.status.set(DOWN, "publishing is blocked");
+                }
+                _ => {}
+            }
+        }
     }
 
     async fn publish_loop(self, mut rx: mpsc::UnboundedReceiver<Job>) {
@@ -166,23 +206,11 @@ impl Outbound {
                     None => return,
                 },
                 _ = tick.tick() => {
-                    // Liveness for the health probe, also while no batch arrives.
-                    match open.as_ref() {
-                        // Up again only once a confirm arrives (lapin's status can look connected
-                        // while it recovers).
-                        Some(o) if o.conn.status().connected() && o.channel.status().connected() => {
-                            let (unconfirmed, last) = (self.unconfirmed(), self.last_progress.elapsed_ms());
-                            if unconfirmed > 0 && last > STALL_MS && self.status.is_up() {
-                                self.status.set(DOWN, format!("no confirm for {last} ms ({unconfirmed} waiting)"));
-                            }
-                        }
-                        Some(_) => self.status.set(DOWN, "connection lost; recovering"),
-                        // Connect eagerly (health shows the link before the first event).
-                        None => {
-                            if let Err(e) = self.ensure(&mut open, &mut ever_connected).await {
-                                tracing::debug!(error = %e, "rabbitmq: publisher cannot connect yet");
-                            }
-                        }
+                    // Connect eagerly (health shows the link before the first event).
+                    if open.is_none()
+                        && let Err(e) = self.ensure(&mut open, &mut ever_connected).await
+                    {
+                        tracing::debug!(error = %e, "rabbitmq: publisher cannot connect yet");
                     }
                     continue;
                 }
@@ -195,7 +223,10 @@ impl Outbound {
                     continue;
                 }
             };
-            if !self.publish(&channel, job).await {
+            self.busy_since.store(self.last_progress.now_ms().max(1), Ordering::Relaxed);
+            let ok = self.publish(&channel, job).await;
+            self.busy_since.store(0, Ordering::Relaxed);
+            if !ok {
                 // The channel broke mid-batch: check it (or reconnect) before the next batch.
                 self.status.set(DOWN, "publish failed; reconnecting");
             }
@@ -241,6 +272,8 @@ impl Outbound {
         *ever = true;
         tracing::info!(exchange = %self.config.exchange, "rabbitmq: publisher connected");
         self.status.set(UP, "connected");
+        *self.links.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((conn.status().clone(), channel.status().clone()));
         *open = Some(Open { conn, channel: channel.clone() });
         Ok(channel)
     }

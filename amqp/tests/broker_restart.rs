@@ -56,8 +56,13 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     let left_before = outbox_len(&store).await;
     let guard = Restart;
     assert!(rabbitmqctl(&["stop_app"]), "stop_app");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let health = node.bridge.probe().health();
+    // Readiness shows the broker down (within a few seconds: a confirm timeout or a closed link).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut health = node.bridge.probe().health();
+    while health.status == troupe_actors::ComponentStatus::Up && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        health = node.bridge.probe().health();
+    }
     drop(guard); // start_app + await_startup
     eprintln!("stopped with {left_before} left; health while down: {health:?}");
     assert!(left_before > 0, "the broker stopped mid-stream");

@@ -2,7 +2,7 @@
 //! fanout) and durable quorum queue (`x-delivery-limit`, `x-dead-letter-exchange`), binds it, consumes
 //! with manual acks and a bounded prefetch, decodes each delivery ([`Payload`]: JSON, envelope or
 //! postcard bytes) and hands it to the binding's [`InboundHandler`]. A delivery is acked only after
-//! the handler answered `Ok` (its effect is durable); a retryable failure requeues it; a decode
+//! the handler answered `Ok` (its effect is durable); a retryable failure requeues it after a short growing pause; a decode
 //! failure, a rejection, or the `max_attempts`-th failure (by the queue's `x-delivery-count`) publishes
 //! it to the dead-letter exchange with an `x-troupe-dead-letter-reason` header, then acks it. The
 //! broker's delivery limit is the backstop. Redeliveries carry new delivery tags and may repeat a
@@ -342,7 +342,12 @@ async fn process(
         }
         Err(InboundError::Retry(e)) => {
             // x-delivery-count counts earlier deliveries: this was attempt count + 1.
-            if delivery_count(props) + 1 < u64::from(binding.max_attempts) {
+            let count = delivery_count(props);
+            if count + 1 < u64::from(binding.max_attempts) {
+                // A short, growing pause first (the slot stays taken), so a failing handler is not
+                // called again at once.
+                let pause = Duration::from_millis(50).saturating_mul(1u32 << count.min(6)).min(Duration::from_secs(2));
+                tokio::time::sleep(pause).await;
                 let _ = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
                 return;
             }

@@ -10,7 +10,7 @@
 //!
 //! Liveness: a consumer can stop silently after a broker restart, so the task also checks its
 //! connection and channel every second and rebuilds everything (connection, topology, consumer)
-//! when they are not connected for longer than `recovery_wait` or the delivery stream ends.
+//! as soon as they are not connected, or when the delivery stream fails or ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,6 +249,8 @@ async fn consume(
     ever: &mut bool,
 ) -> Result<(), lapin::Error> {
     let conn = link::connect(&config.url, &format!("troupe-consumer-{}", binding.queue)).await?;
+    // Connection errors and recoveries (lapin's status can look connected while it recovers).
+    let mut events = conn.events_listener();
     let channel = conn.create_channel().await?;
     channel.basic_qos(binding.prefetch, BasicQosOptions::default()).await?;
     declare(&channel, binding).await?;
@@ -271,7 +273,6 @@ async fn consume(
     tracing::info!(queue = %binding.queue, handler = %binding.handler, "rabbitmq: consuming");
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut down_since: Option<tokio::time::Instant> = None;
     let result = loop {
         tokio::select! {
             next = consumer.next() => match next {
@@ -285,15 +286,19 @@ async fn consume(
                 None => break Ok(()),
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(event) = events.next() => {
+                if matches!(event, lapin::Event::Error(_) | lapin::Event::Connected) {
+                    // Lost, or recovered by lapin: the consumer may be dead silently; rebuild.
+                    status.set(DOWN, format!("consumer of {} reconnecting", binding.queue));
+                    break Ok(());
+                }
+            }
             _ = tick.tick() => {
-                if conn.status().connected() && channel.status().connected() {
-                    down_since = None;
-                } else {
-                    let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
-                    status.set(DOWN, format!("consumer of {} recovering", binding.queue));
-                    if since.elapsed() > config.recovery_wait {
-                        break Ok(());
-                    }
+                // A consumer can stop silently after the broker restarts, even once lapin has
+                // recovered the connection: on any loss rebuild connection, topology and consumer.
+                if !(conn.status().connected() && channel.status().connected()) {
+                    status.set(DOWN, format!("consumer of {} reconnecting", binding.queue));
+                    break Ok(());
                 }
             }
         }

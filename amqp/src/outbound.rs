@@ -70,8 +70,15 @@ pub struct Outbound {
     busy_since: Arc<std::sync::atomic::AtomicU64>,
     /// Status handles of the current connection and channel, for the watcher.
     links: Arc<Mutex<Option<(lapin::ConnectionStatus, lapin::ChannelStatus)>>>,
+    /// Set when a publish or a confirm failed or timed out: the next batch connects afresh.
+    broken: Arc<std::sync::atomic::AtomicBool>,
     metrics: OutMetrics,
 }
+
+/// Longest wait for one `basic.publish` to be handed to the connection.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for a confirm; then the message counts as failed and the link is rebuilt.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Longest wait for a fresh connection.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -144,6 +151,7 @@ impl Outbound {
             last_progress: Arc::new(Progress::new()),
             busy_since: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             links: Arc::new(Mutex::new(None)),
+            broken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: OutMetrics::new(),
         }
     }
@@ -235,6 +243,13 @@ impl Outbound {
 
     /// A usable channel: the current one, the recovered one, or a fresh connection.
     async fn ensure(&self, open: &mut Option<Open>, ever: &mut bool) -> Result<Channel, lapin::Error> {
+        if self.broken.swap(false, Ordering::Relaxed)
+            && let Some(o) = open.take()
+        {
+            tracing::warn!("rabbitmq: publisher link failed; connecting afresh");
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), o.conn.close(200, "reconnecting".into())).await;
+        }
         if let Some(o) = open.as_ref() {
             let was_up = o.conn.status().connected() && o.channel.status().connected();
             if link::usable(&o.conn, &o.channel, self.config.recovery_wait).await {
@@ -300,10 +315,20 @@ impl Outbound {
         let mut ok = true;
         for (start, end) in groups {
             let result = if ok {
-                match self.send(channel, &events[start..end]).await {
+                let sent = tokio::time::timeout(PUBLISH_TIMEOUT, self.send(channel, &events[start..end]))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(lapin::ErrorKind::InvalidChannelState(
+                            lapin::ChannelState::Error,
+                            "basic.publish timed out",
+                        )
+                        .into())
+                    });
+                match sent {
                     Ok(c) => Ok(c),
                     Err(e) => {
                         ok = false;
+                        self.broken.store(true, Ordering::Relaxed);
                         tracing::warn!(error = %e, "rabbitmq: publish failed");
                         Err(HandlerError::retry(format!("publish failed: {e}")))
                     }
@@ -327,7 +352,17 @@ impl Outbound {
             for ((start, end), confirm) in confirms {
                 let result = match confirm {
                     Ok(confirm) => {
-                        let r = confirm.await;
+                        let r = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                this.broken.store(true, Ordering::Relaxed);
+                                Err(lapin::ErrorKind::InvalidChannelState(
+                                    lapin::ChannelState::Error,
+                                    "confirm timed out",
+                                )
+                                .into())
+                            }
+                        };
                         this.unconfirmed.fetch_sub(1, Ordering::Relaxed);
                         this.settle(r, &events[start])
                     }
@@ -403,6 +438,7 @@ impl Outbound {
             }
             Ok(Confirmation::NotRequested) => Err(HandlerError::retry("channel not in confirm mode")),
             Err(e) => {
+                self.broken.store(true, Ordering::Relaxed);
                 if self.status.is_up() {
                     self.status.set(DOWN, "confirms failing; reconnecting");
                 }

@@ -10,8 +10,22 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::*;
-use troupe_amqp::BridgeConfig;
+use futures::future::BoxFuture;
+use troupe_amqp::{BindingConfig, BridgeConfig, InboundError, InboundHandler, InboundMessage};
+
+/// Counts inbound messages.
+struct Count(Arc<AtomicUsize>);
+
+impl InboundHandler for Count {
+    fn handle(&self, _: InboundMessage) -> BoxFuture<'static, Result<(), InboundError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
 
 fn rabbitmqctl(args: &[&str]) -> bool {
     Command::new("rabbitmqctl").args(args).output().map(|o| o.status.success()).unwrap_or(false)
@@ -47,7 +61,14 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     let mut config = BridgeConfig::new(&url());
     config.exchange = exchange.clone();
     config.reconnect_max = Duration::from_secs(2);
-    let node = start(&store, config, vec![]).await;
+    // An inbound binding too: its consumer must come back after the restart.
+    let inbound = unique("in");
+    let mut binding = BindingConfig::new(&inbound, "count");
+    binding.dead_letter_exchange = unique("dlx");
+    config.bindings = vec![binding.clone()];
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&handled);
+    let node = start_with(&store, config, vec![], move |b| b.with_handler("count", Arc::new(Count(h)))).await;
     let q = queue.clone();
     let consumer = tokio::spawn(async move { collect(&q, N, Duration::from_secs(240)).await });
 
@@ -82,9 +103,26 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         node.bridge.probe().health().status == troupe_actors::ComponentStatus::Up
     })
     .await;
+    // The inbound consumer is back: a message published now is handled.
+    let conn = broker().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let before = handled.load(Ordering::SeqCst);
+    ch.basic_publish(
+        "".into(),
+        inbound.as_str().into(),
+        Default::default(),
+        b"{}",
+        lapin::BasicProperties::default().with_content_type("application/json".into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    eventually("inbound consumer recreated", Duration::from_secs(30), || async {
+        handled.load(Ordering::SeqCst) > before
+    })
+    .await;
     node.root.shutdown(Duration::from_secs(5)).await;
-    if let Some(conn) = broker().await {
-        let ch = conn.create_channel().await.unwrap();
-        delete(&ch, &[&exchange], &[&queue]).await;
-    }
+    delete(&ch, &[&exchange, &binding.dead_letter_exchange], &[&queue, &inbound]).await;
 }

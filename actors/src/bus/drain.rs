@@ -19,6 +19,11 @@ use futures::stream::{FuturesOrdered, StreamExt};
 
 use super::{BatchHandler, BatchResults, BusEvent, DeliveryOrder, Dispatch, HandlerError, Inner, Subscriber, dead};
 
+/// Finished entries that are acknowledged at once; fewer wait up to [`ACK_DELAY`].
+const ACK_BATCH: usize = 1024;
+/// Longest wait of a finished entry for its acknowledgement to start.
+const ACK_DELAY: Duration = Duration::from_millis(20);
+
 /// Idle polls between full rescans of the outbox from its oldest entry.
 const IDLE_RESCAN: u64 = 50;
 
@@ -59,6 +64,7 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
     let mut timer_wake = false;
     let mut idle_polls: u64 = 0;
     let mut acked: Option<(Result<(), StoreError>, Vec<u64>)> = None;
+    let mut finished_since: Option<Instant> = None;
     loop {
         if let Some(exit) = workers.try_join_next() {
             return format!("bus worker ended unexpectedly: {exit:?}");
@@ -90,7 +96,15 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
         } else if acking.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
             return "bus outbox ack task failed".to_owned();
         }
-        if acking.is_none() && !finished.is_empty() && store_ok {
+        if finished.is_empty() {
+            finished_since = None;
+        } else if finished_since.is_none() {
+            finished_since = Some(Instant::now());
+        }
+        // Small acks wait up to ACK_DELAY for company: fewer store commits (each may sync the disk).
+        let ack_due = finished.len() >= ACK_BATCH || finished_since.is_some_and(|t| t.elapsed() >= ACK_DELAY);
+        if acking.is_none() && ack_due && store_ok {
+            finished_since = None;
             let ids = std::mem::take(&mut finished);
             let (store, tx) = (inner.store.clone(), ack_tx.clone());
             acking = Some(tokio::spawn(async move {
@@ -146,7 +160,8 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
         depth.set(held.len() as f64);
         oldest.set(held.values().next().map_or(0.0, |h| h.seen.elapsed().as_secs_f64()));
         // Entries without subscribers are acknowledged at once; a full page means more may wait.
-        if (!finished.is_empty() && store_ok && acking.is_none()) || (more && held.len() < config.max_in_flight) {
+        let ack_ready = finished.len() >= ACK_BATCH || finished_since.is_some_and(|t| t.elapsed() >= ACK_DELAY);
+        if (ack_ready && store_ok && acking.is_none()) || (more && held.len() < config.max_in_flight) {
             timer_wake = false;
             continue;
         }
@@ -155,6 +170,7 @@ pub(super) async fn run(inner: Arc<Inner>, subscribers: Vec<Arc<Subscriber>>) ->
             () = inner.wake.notified() => {}
             Some(id) = done_rx.recv() => finish(&mut held, &mut finished, id),
             Some(result) = ack_rx.recv(), if acking.is_some() => acked = Some(result),
+            () = sleep_until(finished_since.filter(|_| acking.is_none()).map(|t| t + ACK_DELAY)) => {}
             () = tokio::time::sleep(config.poll_interval) => timer_wake = true,
         }
     }

@@ -152,9 +152,23 @@ pub fn build(cfg: &NodeConfig, store: &Store, registry: &Registry) -> anyhow::Re
     notifications::subscribe_push(&bus, notifier.push_handler())
         .context("cannot subscribe the notification push to the bus")?;
 
+    // The RabbitMQ bridge (a bus subscriber), when `rabbitmq.url` is set.
+    let bridge = match troupe_amqp::BridgeConfig::from_section(&cfg.rabbitmq) {
+        Some(config) => {
+            let bridge = troupe_amqp::Bridge::new(config, registry.clone()).context("rabbitmq bridge")?;
+            bridge.subscribe(&bus).context("cannot subscribe the rabbitmq bridge to the bus")?;
+            registry.register_probe(bridge.probe());
+            Some(bridge)
+        }
+        None => None,
+    };
+
     // Start order: services, then notifications (a bus subscriber), then the bus that feeds it.
     let mut children = services.child_specs();
     children.push(notifier.child_spec());
+    if let Some(bridge) = &bridge {
+        children.push(bridge.child_spec("rabbitmq"));
+    }
     children.push(bus.child_spec("bus"));
     Ok(App { tokens, bus, hub, ws, children })
 }

@@ -23,6 +23,13 @@
 //! restart (redelivery starts again at the oldest unacknowledged entry) and for dead letters replayed
 //! later.
 //!
+//! Batches: a subscription made with [`Subscription::batched`] gets a [`BatchHandler`] that takes up
+//! to `max_batch` consecutive events per call and may keep `pipeline` calls in flight; results are
+//! taken in call order, so per-subscriber ordering is the same as above. In strict order a failed
+//! event sends it and every later event already handed over back to the handler, from the failed one
+//! on and in order, after the backoff (later events may then repeat, never reorder): what a publisher
+//! with confirms needs after a broker outage.
+//!
 //! Collaborators: `troupe_storage::Store` (outbox, dead-letter table), the [`Supervisor`](crate::Supervisor)
 //! (restarts), the `metrics` facade. The bus knows no domain: topics and payloads are opaque.
 
@@ -86,6 +93,36 @@ impl HandlerError {
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event. `Ok` means its effect is durable: the entry may be acknowledged.
     fn handle<'a>(&'a self, event: &'a BusEvent) -> BoxFuture<'a, Result<(), HandlerError>>;
+}
+
+/// What a [`BatchHandler`] call resolves with: one result per event, in the events' order.
+pub type BatchResults = Vec<Result<(), HandlerError>>;
+
+/// A subscriber's handler taking consecutive events in batches, with several batches in flight (see
+/// [`Subscription::batched`]). Object-safe. Called in outbox-id order by one task per subscriber; up to
+/// `pipeline` returned futures are pending at once and their results are taken in call order. The
+/// handler must fix the order of a batch when it is called (before returning the future; e.g. by
+/// handing the batch to one ordered task), so that batch `n` is processed before batch `n + 1`.
+/// Results: one per event (missing ones count as retryable failures); `Ok` means the event's effect
+/// is durable. Must be idempotent by event id, like [`Handler`].
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Takes `events` (consecutive for this subscriber, in id order, non-empty).
+    fn handle_batch(&self, events: Vec<Arc<BusEvent>>) -> BoxFuture<'static, BatchResults>;
+}
+
+/// How a subscriber's events reach its code.
+#[derive(Clone)]
+pub(crate) enum Dispatch {
+    /// One event per call.
+    One(Arc<dyn Handler>),
+    /// Batches, pipelined.
+    Batch {
+        handler: Arc<dyn BatchHandler>,
+        /// Most events per call; at least 1.
+        max_batch: usize,
+        /// Most calls in flight; at least 1.
+        pipeline: usize,
+    },
 }
 
 /// Which topics a subscription takes.
@@ -206,7 +243,7 @@ impl Default for BusConfig {
 pub struct Subscription {
     name: String,
     topics: Vec<TopicFilter>,
-    handler: Arc<dyn Handler>,
+    handler: Dispatch,
     order: DeliveryOrder,
     retry: Option<RetryPolicy>,
 }
@@ -225,6 +262,25 @@ impl Subscription {
     /// A subscription named `name` (`[a-z0-9][a-z0-9_.-]{0,63}`) to the topics matching any of
     /// `topics` (see [`TopicFilter::parse`]; at least one).
     pub fn new(name: &str, topics: &[&str], handler: Arc<dyn Handler>) -> Result<Self, BusError> {
+        Self::with_dispatch(name, topics, Dispatch::One(handler))
+    }
+
+    /// A subscription whose handler takes up to `max_batch` consecutive events per call, with up to
+    /// `pipeline` calls in flight (both at least 1; see [`BatchHandler`]).
+    pub fn batched(
+        name: &str,
+        topics: &[&str],
+        handler: Arc<dyn BatchHandler>,
+        max_batch: usize,
+        pipeline: usize,
+    ) -> Result<Self, BusError> {
+        if max_batch == 0 || pipeline == 0 {
+            return Err(BusError::BadConfig("max_batch and pipeline must be at least 1".to_owned()));
+        }
+        Self::with_dispatch(name, topics, Dispatch::Batch { handler, max_batch, pipeline })
+    }
+
+    fn with_dispatch(name: &str, topics: &[&str], handler: Dispatch) -> Result<Self, BusError> {
         let ok_name = name.len() <= 64
             && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
@@ -320,7 +376,7 @@ struct SubMetrics {
 pub(crate) struct Subscriber {
     name: String,
     topics: Vec<TopicFilter>,
-    handler: Arc<dyn Handler>,
+    handler: Dispatch,
     order: DeliveryOrder,
     retry: RetryPolicy,
     metrics: SubMetrics,

@@ -40,6 +40,7 @@ pub use model::{
     NotificationsConfig, OWASP_MIN_HASH_MEMORY_KIB, OWASP_MIN_HASH_MEMORY_X_ITERATIONS, RabbitMqConfig, RateLimit,
     RateLimitConfig, Secret, ShutdownConfig, StoreBackend, StoreConfig, SupervisorConfig, WsConfig,
 };
+pub use model::{RabbitMqBinding, ReturnedMessages};
 
 /// Builds a [`NodeConfig`] from layers. Precedence, lowest first: built-in
 /// defaults, the file, the environment, [`ConfigLoader::set`] overrides.

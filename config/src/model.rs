@@ -386,12 +386,85 @@ impl StoreConfig {
     }
 }
 
-/// `[rabbitmq]`: optional message broker.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+/// `[rabbitmq]`: optional message broker (the RabbitMQ bridge). Off when `url` is unset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RabbitMqConfig {
     /// `amqp://` or `amqps://` URL; `None` = no RabbitMQ.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
+    /// Durable topic exchange domain events are published to.
+    pub exchange: String,
+    /// Event-bus topic filters published (`*`, `user.*`, `user.created`).
+    pub topics: Vec<String>,
+    /// Most published, unconfirmed messages.
+    pub confirm_window: usize,
+    /// Packed mode: many events per AMQP message.
+    pub packed: bool,
+    /// Most events per packed message.
+    pub packed_max_events: usize,
+    /// What happens to returned (unroutable) messages.
+    pub returned: ReturnedMessages,
+    /// First delay after a failed publish or connect.
+    #[serde(serialize_with = "duration::serialize")]
+    pub reconnect_initial: Duration,
+    /// Longest delay between attempts.
+    #[serde(serialize_with = "duration::serialize")]
+    pub reconnect_max: Duration,
+    /// Inbound bindings: queue → handler.
+    pub bindings: Vec<RabbitMqBinding>,
+}
+
+impl Default for RabbitMqConfig {
+    /// Off; exchange `troupe.events`, every topic, window 1000, not packed (1000 events per packed
+    /// message), returned messages dead-lettered, reconnect 100 ms to 10 s, no bindings.
+    fn default() -> Self {
+        Self {
+            url: None,
+            exchange: "troupe.events".to_owned(),
+            topics: vec!["*".to_owned()],
+            confirm_window: 1000,
+            packed: false,
+            packed_max_events: 1000,
+            returned: ReturnedMessages::DeadLetter,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            bindings: Vec::new(),
+        }
+    }
+}
+
+/// `rabbitmq.returned`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnedMessages {
+    /// Dead-lettered in the event bus (default).
+    DeadLetter,
+    /// Counted, logged and dropped.
+    Drop,
+    /// Published again after a backoff.
+    Retry,
+}
+
+/// One `rabbitmq.bindings` item: `queue=handler` plus `;key=value` options (`prefetch`,
+/// `delivery_limit`, `max_attempts`, `dlx`, `exchange`, `keys` as `a|b`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RabbitMqBinding {
+    /// Durable quorum queue.
+    pub queue: String,
+    /// Service (actor) name or pipeline source name.
+    pub handler: String,
+    /// Unacknowledged deliveries at most.
+    pub prefetch: u16,
+    /// `x-delivery-limit` of the queue.
+    pub delivery_limit: u32,
+    /// Handler failures before the bridge dead-letters a message.
+    pub max_attempts: u32,
+    /// Dead-letter exchange (default `{queue}.dlx`).
+    pub dead_letter_exchange: String,
+    /// Exchange the routing keys bind to (default `rabbitmq.exchange`).
+    pub exchange: String,
+    /// Routing keys binding the queue to `exchange` (none: only declared).
+    pub routing_keys: Vec<String>,
 }
 
 /// `[log]`: tracing output.

@@ -67,6 +67,18 @@ pub(crate) struct RawStore {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRabbitMq {
     pub(crate) url: Option<String>,
+    pub(crate) exchange: Option<String>,
+    pub(crate) topics: Option<Vec<String>>,
+    pub(crate) confirm_window: Option<i64>,
+    pub(crate) packed: Option<bool>,
+    pub(crate) packed_max_events: Option<i64>,
+    pub(crate) returned: Option<String>,
+    pub(crate) reconnect_initial: Option<String>,
+    pub(crate) reconnect_max: Option<String>,
+    pub(crate) prefetch: Option<i64>,
+    pub(crate) delivery_limit: Option<i64>,
+    pub(crate) max_attempts: Option<i64>,
+    pub(crate) bindings: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -368,6 +368,59 @@ fn rabbitmq_url_scheme() {
 }
 
 #[test]
+fn rabbitmq_bridge_settings_and_bindings() {
+    let config = ConfigLoader::new()
+        .set("rabbitmq.url", "amqp://guest:guest@localhost:5672/%2f")
+        .set("rabbitmq.exchange", "domain.events")
+        .set("rabbitmq.topics", "user.*,content.created")
+        .set("rabbitmq.packed", "true")
+        .set("rabbitmq.prefetch", "16")
+        .set("rabbitmq.bindings", "orders.in=orders, billing=billing;prefetch=4;dlx=billing.dead;keys=order.*|refund")
+        .load()
+        .unwrap();
+    let r = &config.rabbitmq;
+    assert_eq!(r.exchange, "domain.events");
+    assert_eq!(r.topics, vec!["user.*".to_owned(), "content.created".to_owned()]);
+    assert!(r.packed);
+    assert_eq!((r.confirm_window, r.returned), (1000, crate::ReturnedMessages::DeadLetter));
+    assert_eq!(r.bindings.len(), 2);
+    let (a, b) = (&r.bindings[0], &r.bindings[1]);
+    assert_eq!(
+        (a.queue.as_str(), a.handler.as_str(), a.prefetch, a.dead_letter_exchange.as_str()),
+        ("orders.in", "orders", 16, "orders.in.dlx")
+    );
+    assert_eq!(a.exchange, "domain.events");
+    assert_eq!(
+        (b.prefetch, b.dead_letter_exchange.as_str(), b.delivery_limit, b.max_attempts),
+        (4, "billing.dead", 10, 5)
+    );
+    assert_eq!(b.routing_keys, vec!["order.*".to_owned(), "refund".to_owned()]);
+    // Off by default.
+    assert!(ConfigLoader::new().load().unwrap().rabbitmq.url.is_none());
+}
+
+#[test]
+fn rabbitmq_bad_values_are_named() {
+    for (key, value, reason) in [
+        ("rabbitmq.confirm_window", "0", "from 1 to 65535"),
+        ("rabbitmq.returned", "keep", "dead_letter, drop or retry"),
+        ("rabbitmq.exchange", "bad name", "is not a name"),
+        ("rabbitmq.topics", "a*b", "bad topic filter"),
+        ("rabbitmq.bindings", "just-a-queue", "queue=handler"),
+        ("rabbitmq.bindings", "q=h;prefetch=0", "prefetch must be"),
+        ("rabbitmq.bindings", "q=h;colour=red", "unknown option"),
+        ("rabbitmq.bindings", "q=h,q=i", "bound twice"),
+    ] {
+        assert_one_error(ConfigLoader::new().set(key, value).load(), key, reason);
+    }
+    assert_one_error(
+        ConfigLoader::new().set("rabbitmq.reconnect_initial", "5s").set("rabbitmq.reconnect_max", "1s").load(),
+        "rabbitmq.reconnect_max",
+        "at least rabbitmq.reconnect_initial",
+    );
+}
+
+#[test]
 fn seeds_without_cookie() {
     assert_one_error(
         from_toml(&format!("{PG}[cluster]\naddr = \"10.0.0.1:4000\"\nseeds = [\"node-1:4000\"]\n")),

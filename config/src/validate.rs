@@ -1,6 +1,7 @@
 //! Raw (as written) → validated [`NodeConfig`], collecting every error.
 
 mod app;
+mod rabbitmq;
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
@@ -14,7 +15,7 @@ use crate::error::ConfigError;
 use crate::layers::Layers;
 use crate::model::{
     AdminConfig, BreakerConfig, CallsConfig, ClusterConfig, HostPort, HttpConfig, LogConfig, LogFormat, NodeConfig,
-    NodeSettings, RabbitMqConfig, Secret, ShutdownConfig, StoreBackend, StoreConfig, SupervisorConfig,
+    NodeSettings, Secret, ShutdownConfig, StoreBackend, StoreConfig, SupervisorConfig,
 };
 use crate::raw::RawConfig;
 
@@ -170,17 +171,7 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
         );
     }
 
-    let rabbitmq = RabbitMqConfig {
-        url: c.field("rabbitmq.url", raw.rabbitmq.url, None, |s| {
-            let secret = non_empty_secret(s)?;
-            let lower = secret.expose().to_ascii_lowercase();
-            let rest = lower.strip_prefix("amqp://").or_else(|| lower.strip_prefix("amqps://"));
-            match rest {
-                Some(rest) if !rest.is_empty() => Ok(Some(secret)),
-                _ => Err("must be an amqp:// or amqps:// URL".to_owned()),
-            }
-        }),
-    };
+    let rabbitmq = rabbitmq::rabbitmq(&mut c, raw.rabbitmq);
 
     let log = LogConfig {
         format: c.field("log.format", raw.log.format, d.log.format, |s| LogFormat::from_str(&s)),

@@ -66,6 +66,11 @@ impl Node {
         Self::start_with(TempDir::new("node"), "127.0.0.1:0", &[], envs)
     }
 
+    /// Like [`Node::start`], on an existing data dir (a restart after [`Node::take_data`]).
+    pub fn start_in(data: TempDir, envs: &[(&str, &str)]) -> Node {
+        Self::start_with(data, "127.0.0.1:0", &[], envs)
+    }
+
     /// Start `troupe run` over the data dir `data`, listening for HTTP on `http_addr`, with extra
     /// command-line arguments and env (e.g. `--cluster-addr`), and wait until it logs that it is ready.
     pub fn start_with(data: TempDir, http_addr: &str, args: &[&str], envs: &[(&str, &str)]) -> Node {
@@ -128,6 +133,11 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Takes the data dir out (it is no longer removed when this node drops), for a restart.
+    pub fn take_data(&mut self) -> TempDir {
+        std::mem::replace(&mut self.data, TempDir(PathBuf::new()))
     }
 
     /// Log lines seen so far (after readiness).

@@ -174,8 +174,12 @@ pub(super) async fn replay(inner: &Inner, id: &str) -> Result<(), BusError> {
         inner.store.get(table, &Key::empty(), &key).await?.ok_or_else(|| BusError::NotFound { id: id.to_owned() })?;
     let mut rec = decode(table, id, &row.value)?;
     let sub = inner.subscriber(sub_name).ok_or_else(|| BusError::UnknownSubscriber { name: sub_name.to_owned() })?;
-    let event = BusEvent { id: outbox_id, topic: rec.topic.clone(), payload: Bytes::from(rec.payload.clone()) };
-    match call_handler(&*sub.handler, &event, inner.config.handler_timeout).await {
+    let event = std::sync::Arc::new(BusEvent {
+        id: outbox_id,
+        topic: rec.topic.clone(),
+        payload: Bytes::from(rec.payload.clone()),
+    });
+    match call_handler(&sub.handler, &event, inner.config.handler_timeout).await {
         Ok(()) => {
             sub.metrics.delivered.increment(1);
             inner.store.delete(table, &Key::empty(), &key).await?;

@@ -16,8 +16,8 @@ use troupe_storage::{FjallBackend, Store, SystemClock, WriteBatch};
 
 use super::dead::{format_id, parse_id};
 use super::{
-    BusConfig, BusError, BusEvent, BusMsg, DeliveryOrder, EventBus, Handler, HandlerError, RetryPolicy, Subscription,
-    TopicFilter,
+    BatchHandler, BatchResults, BusConfig, BusError, BusEvent, BusMsg, DeliveryOrder, EventBus, Handler, HandlerError,
+    RetryPolicy, Subscription, TopicFilter,
 };
 use crate::{Backoff, Registry, RootHandle, Supervisor, SupervisorSpec};
 
@@ -629,4 +629,136 @@ proptest! {
             root.shutdown(Duration::from_secs(5)).await;
         });
     }
+}
+
+type BatchFailFn = Box<dyn Fn(u64, u32) -> Option<HandlerError> + Send + Sync>;
+
+/// A batched test subscriber: records every call's ids at call time (the order it was handed events
+/// in), counts attempts per id, answers after a short sleep (so calls overlap) and fails by rule.
+struct BatchProbe {
+    calls: Mutex<Vec<Vec<u64>>>,
+    attempts: Mutex<HashMap<u64, u32>>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+    fail: BatchFailFn,
+}
+
+impl BatchProbe {
+    fn new(fail: impl Fn(u64, u32) -> Option<HandlerError> + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            calls: Mutex::default(),
+            attempts: Mutex::default(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            fail: Box::new(fail),
+        })
+    }
+    fn handed(&self) -> Vec<u64> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).iter().flatten().copied().collect()
+    }
+}
+
+impl BatchHandler for BatchProbe {
+    fn handle_batch(&self, events: Vec<Arc<BusEvent>>) -> BoxFuture<'static, BatchResults> {
+        let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(ids.clone());
+        let results: BatchResults = {
+            let mut attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+            ids.iter()
+                .map(|id| {
+                    let n = attempts.entry(*id).or_default();
+                    *n += 1;
+                    (self.fail)(*id, *n).map_or(Ok(()), Err)
+                })
+                .collect()
+        };
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let in_flight = Arc::clone(&self.in_flight);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            results
+        })
+    }
+}
+
+/// Whether the last occurrence of every id comes in increasing id order (repeats allowed, no reordering).
+fn last_occurrences_increase(handed: &[u64]) -> bool {
+    let mut last: HashMap<u64, usize> = HashMap::new();
+    for (pos, id) in handed.iter().enumerate() {
+        last.insert(*id, pos);
+    }
+    let mut by_pos: Vec<(usize, u64)> = last.into_iter().map(|(id, pos)| (pos, id)).collect();
+    by_pos.sort_unstable();
+    by_pos.windows(2).all(|w| w[0].1 < w[1].1)
+}
+
+#[tokio::test]
+async fn batched_strict_subscriber_goes_again_from_the_failed_event_in_order() {
+    let (store, _dir) = store().await;
+    let bus = EventBus::new(store.clone(), config()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(append(&store, "t", &format!("{i}")).await);
+    }
+    let (bad, worse) = (ids[9], ids[25]);
+    // `bad` fails twice, `worse` once: each time, it and everything handed over after it go again.
+    let probe = BatchProbe::new(move |id, attempt| {
+        ((id == bad && attempt <= 2) || (id == worse && attempt == 1)).then(|| HandlerError::retry("nack"))
+    });
+    let sub = Subscription::batched("s", &["*"], probe.clone(), 4, 3).unwrap().order(DeliveryOrder::Strict);
+    bus.subscribe_with(sub).unwrap();
+    let (root, _registry) = start(&bus).await;
+    eventually("drained", || async { outbox_len(&store).await == 0 }).await;
+
+    let handed = probe.handed();
+    assert!(probe.calls.lock().unwrap().iter().all(|c| !c.is_empty() && c.len() <= 4), "batches of 1..=4");
+    assert!(probe.max_in_flight.load(Ordering::SeqCst) <= 3, "at most 3 calls in flight");
+    assert_eq!(handed.iter().copied().collect::<BTreeSet<_>>(), ids.iter().copied().collect(), "every event");
+    assert!(last_occurrences_increase(&handed), "repeats only, never reordered: {handed:?}");
+    // After a failure the next call starts at the failed event.
+    let first_bad = handed.iter().position(|id| *id == bad).unwrap();
+    let again = handed[first_bad + 1..].iter().position(|id| *id == bad).unwrap() + first_bad + 1;
+    assert!(handed[first_bad..again].iter().all(|id| *id >= bad), "nothing before the failed one goes again");
+    assert!(bus.dead_letters(10, None).await.unwrap().items.is_empty());
+    root.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn batched_subscriber_dead_letters_rejects_and_replays_one_event() {
+    for order in [DeliveryOrder::FirstAttempt, DeliveryOrder::Strict] {
+        let (store, _dir) = store().await;
+        let bus = EventBus::new(store.clone(), config()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(append(&store, "t", &format!("{i}")).await);
+        }
+        let (rejected, flaky) = (ids[3], ids[12]);
+        let probe = BatchProbe::new(move |id, attempt| {
+            if id == rejected && attempt == 1 {
+                Some(HandlerError::reject("undecodable"))
+            } else {
+                (id == flaky && attempt == 1).then(|| HandlerError::retry("once"))
+            }
+        });
+        bus.subscribe_with(Subscription::batched("s", &["*"], probe.clone(), 8, 2).unwrap().order(order)).unwrap();
+        let (root, _registry) = start(&bus).await;
+        eventually("drained", || async { outbox_len(&store).await == 0 }).await;
+        let dead = bus.dead_letters(10, None).await.unwrap().items;
+        assert_eq!(dead.iter().map(|d| d.outbox_id).collect::<Vec<_>>(), vec![rejected], "{order:?}");
+        assert_eq!(probe.attempts.lock().unwrap()[&rejected], 1, "rejects are not retried");
+        assert!(probe.attempts.lock().unwrap()[&flaky] >= 2, "retried");
+        bus.replay(&dead[0].id).await.unwrap();
+        assert!(bus.dead_letters(10, None).await.unwrap().items.is_empty());
+        assert_eq!(probe.calls.lock().unwrap().last().unwrap(), &vec![rejected], "replay is a batch of one");
+        root.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+#[test]
+fn batched_subscriptions_need_a_batch_and_a_pipeline() {
+    let probe = BatchProbe::new(|_, _| None);
+    assert!(matches!(Subscription::batched("s", &["*"], probe.clone(), 0, 1), Err(BusError::BadConfig(_))));
+    assert!(matches!(Subscription::batched("s", &["*"], probe, 1, 0), Err(BusError::BadConfig(_))));
 }

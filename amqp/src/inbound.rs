@@ -28,6 +28,7 @@ use ractor::RpcReplyPort;
 use tokio::task::JoinSet;
 use troupe_actors::envelope::Envelope;
 
+use crate::AmqpError;
 use crate::config::{BindingConfig, BridgeConfig};
 use crate::link::{self, DOWN, Status, UP};
 use crate::message::{ENVELOPE_CONTENT_TYPE, JSON_CONTENT_TYPE};
@@ -195,6 +196,22 @@ pub(crate) async fn run(
     }
 }
 
+/// Longest a consumer's (re)connection, topology declaration and `basic.consume` may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often (in 1 s ticks) a consumer asks the broker whether its queue still has a consumer.
+const LIVENESS_EVERY_TICKS: u64 = 5;
+
+/// Whether the broker reports at least one consumer on the binding's queue (a passive declare,
+/// bounded). `false` on any error or timeout too: the caller rebuilds, which is always safe. In a
+/// cluster other nodes' consumers count as well, so this catches a lost consumer only where it
+/// was the queue's last one.
+async fn has_consumers(channel: &Channel, binding: &BindingConfig) -> bool {
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let declared = channel.queue_declare(binding.queue.as_str().into(), passive, FieldTable::default());
+    matches!(tokio::time::timeout(Duration::from_secs(5), declared).await, Ok(Ok(q)) if q.consumer_count() > 0)
+}
+
 /// Declares the binding's topology on `channel`.
 pub async fn declare(channel: &Channel, binding: &BindingConfig) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
@@ -247,24 +264,46 @@ async fn consume(
     status: &Status,
     metrics: &InMetrics,
     ever: &mut bool,
-) -> Result<(), lapin::Error> {
-    let conn = link::connect(&config.url, &format!("troupe-consumer-{}", binding.queue)).await?;
+) -> Result<(), AmqpError> {
+    // Setting up can hang while the broker boots (a quorum queue without a leader yet answers its
+    // declare late): bounded, then retried with backoff.
+    let timed_out = || AmqpError::Timeout(format!("setting up the consumer of {}", binding.queue));
+    let conn = tokio::time::timeout(
+        SETUP_TIMEOUT,
+        link::connect_unrecovered(&config.url, &format!("troupe-consumer-{}", binding.queue)),
+    )
+    .await
+    .map_err(|_| timed_out())??;
     // Connection errors and recoveries (lapin's status can look connected while it recovers).
     let mut events = conn.events_listener();
-    let channel = conn.create_channel().await?;
-    channel.basic_qos(binding.prefetch, BasicQosOptions::default()).await?;
-    declare(&channel, binding).await?;
-    // Dead letters are published on their own confirm-mode channel.
-    let dl_channel = conn.create_channel().await?;
-    dl_channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            binding.queue.as_str().into(),
-            format!("troupe-{}-{}", binding.queue, uuid::Uuid::now_v7()).into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let setup = async {
+        let channel = conn.create_channel().await?;
+        channel.basic_qos(binding.prefetch, BasicQosOptions::default()).await?;
+        declare(&channel, binding).await?;
+        // Dead letters are published on their own confirm-mode channel.
+        let dl_channel = conn.create_channel().await?;
+        dl_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                binding.queue.as_str().into(),
+                format!("troupe-{}-{}", binding.queue, uuid::Uuid::now_v7()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>((channel, dl_channel, consumer))
+    };
+    let (channel, dl_channel, mut consumer) = match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(e)) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "reconnecting".into())).await;
+            return Err(e.into());
+        }
+        Err(_) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "reconnecting".into())).await;
+            return Err(timed_out());
+        }
+    };
     if *ever {
         metrics.reconnects.increment(1);
     }
@@ -273,6 +312,7 @@ async fn consume(
     tracing::info!(queue = %binding.queue, handler = %binding.handler, "rabbitmq: consuming");
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u64;
     let result = loop {
         tokio::select! {
             next = consumer.next() => match next {
@@ -282,7 +322,7 @@ async fn consume(
                         (Arc::clone(handler), binding.clone(), metrics.clone(), dl_channel.clone());
                     tasks.spawn(async move { process(delivery, &*handler, &binding, &metrics, &dl).await });
                 }
-                Some(Err(e)) => break Err(e),
+                Some(Err(e)) => break Err(AmqpError::from(e)),
                 None => break Ok(()),
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -297,6 +337,14 @@ async fn consume(
                 // A consumer can stop silently after the broker restarts, even once lapin has
                 // recovered the connection: on any loss rebuild connection, topology and consumer.
                 if !(conn.status().connected() && channel.status().connected()) {
+                    status.set(DOWN, format!("consumer of {} reconnecting", binding.queue));
+                    break Ok(());
+                }
+                // And ask the broker: a consumer registered while a restarted broker was still
+                // recovering the queue can be gone without any event reaching us.
+                ticks += 1;
+                if ticks.is_multiple_of(LIVENESS_EVERY_TICKS) && !has_consumers(&channel, binding).await {
+                    tracing::warn!(queue = %binding.queue, "rabbitmq: the queue has no consumer; rebuilding ours");
                     status.set(DOWN, format!("consumer of {} reconnecting", binding.queue));
                     break Ok(());
                 }

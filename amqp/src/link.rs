@@ -45,6 +45,14 @@ pub(crate) async fn connect(url: &str, name: &str) -> Result<Connection, lapin::
     Connection::connect(url, props).await
 }
 
+/// Connects without lapin's auto-recovery, for a link whose owner rebuilds it itself (the inbound
+/// consumers): a connection it gave up on must stay down, or lapin would recover it in the background
+/// with its consumer, and deliveries would go to a consumer nobody reads (unacked until it closes).
+pub(crate) async fn connect_unrecovered(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+    let props = ConnectionProperties::default().with_connection_name(name.to_owned().into());
+    Connection::connect(url, props).await
+}
+
 /// Whether `channel` is usable now; if lapin is recovering it, waits up to `wait` for it. `false`
 /// means: drop the connection and connect afresh.
 pub(crate) async fn usable(conn: &Connection, channel: &Channel, wait: Duration) -> bool {

@@ -349,10 +349,13 @@ impl Outbound {
         let this = self.clone();
         tokio::spawn(async move {
             let mut results: BatchResults = Vec::with_capacity(n);
+            // One deadline for the whole batch: waited one by one, a per-confirm timeout would let a
+            // batch whose confirms never come (a silently dead channel) stall for batch × timeout.
+            let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
             for ((start, end), confirm) in confirms {
                 let result = match confirm {
                     Ok(confirm) => {
-                        let r = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                        let r = match tokio::time::timeout_at(deadline, confirm).await {
                             Ok(r) => r,
                             Err(_) => {
                                 this.broken.store(true, Ordering::Relaxed);

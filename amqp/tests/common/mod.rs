@@ -168,25 +168,28 @@ pub async fn collect(queue: &str, distinct: usize, limit: Duration) -> Seen {
     let mut seen = Seen::default();
     let mut set = std::collections::HashSet::new();
     'outer: while tokio::time::Instant::now() < deadline {
-        let conn = match Connection::connect(&url(), ConnectionProperties::default()).await {
-            Ok(c) => c,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
+        // Each setup step is bounded: while a restarted broker boots, a step can go unanswered.
+        let setup = async {
+            let conn = Connection::connect(&url(), ConnectionProperties::default()).await?;
+            let ch = conn.create_channel().await?;
+            ch.basic_qos(1000, Default::default()).await?;
+            let consumer = ch
+                .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await?;
+            Ok::<_, lapin::Error>((conn, ch, consumer))
         };
-        let Ok(ch) = conn.create_channel().await else { continue };
-        let _ = ch.basic_qos(1000, Default::default()).await;
-        let Ok(mut consumer) =
-            ch.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await
-        else {
+        let Ok(Ok((_conn, _ch, mut consumer))) = tokio::time::timeout(Duration::from_secs(5), setup).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
         loop {
-            let next = tokio::time::timeout_at(deadline, consumer.next()).await;
+            // Idle for 10 s with events still missing: the consumer may have died silently in a broker
+            // restart; connect again (unacked deliveries come back, counted once by id).
+            let idle_until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
+            let next = tokio::time::timeout_at(idle_until, consumer.next()).await;
             match next {
-                Err(_) => break 'outer,
+                Err(_) if tokio::time::Instant::now() >= deadline => break 'outer,
+                Err(_) => continue 'outer,
                 Ok(Some(Ok(d))) => {
                     let id = d.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default();
                     if seen.first_headers.is_none() {

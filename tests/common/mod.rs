@@ -2,6 +2,8 @@
 //! data dir, find its address in the JSON log, talk HTTP to it, and stop it with a real signal.
 #![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

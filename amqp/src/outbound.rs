@@ -70,8 +70,13 @@ pub struct Outbound {
     busy_since: Arc<std::sync::atomic::AtomicU64>,
     /// Status handles of the current connection and channel, for the watcher.
     links: Arc<Mutex<Option<(lapin::ConnectionStatus, lapin::ChannelStatus)>>>,
-    /// Set when a publish or a confirm failed or timed out: the next batch connects afresh.
-    broken: Arc<std::sync::atomic::AtomicBool>,
+    /// The connection a publish or a confirm failed or timed out on (its generation; 0 = none): the
+    /// next batch connects afresh if that is still the current connection. A late failure of an
+    /// older connection's confirms must not tear down the fresh one (that cascaded into a reconnect
+    /// per in-flight batch after a broker restart).
+    broken: Arc<std::sync::atomic::AtomicU64>,
+    /// Generation of the current connection (1 for the first).
+    generation: Arc<std::sync::atomic::AtomicU64>,
     metrics: OutMetrics,
 }
 
@@ -151,7 +156,8 @@ impl Outbound {
             last_progress: Arc::new(Progress::new()),
             busy_since: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             links: Arc::new(Mutex::new(None)),
-            broken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            broken: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             metrics: OutMetrics::new(),
         }
     }
@@ -214,8 +220,16 @@ impl Outbound {
                     None => return,
                 },
                 _ = tick.tick() => {
+                    // An idle link lapin reports down (after a broker restart its recovery can leave
+                    // the status down with nothing left to publish): connect afresh now rather than
+                    // at the next batch, so readiness tells the truth while idle.
+                    if open.as_ref().is_some_and(|o| !(o.conn.status().connected() && o.channel.status().connected()))
+                        && self.unconfirmed() == 0
+                    {
+                        self.broken.fetch_max(self.generation.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
                     // Connect eagerly (health shows the link before the first event).
-                    if open.is_none()
+                    if (open.is_none() || self.broken.load(Ordering::Relaxed) != 0)
                         && let Err(e) = self.ensure(&mut open, &mut ever_connected).await
                     {
                         tracing::debug!(error = %e, "rabbitmq: publisher cannot connect yet");
@@ -243,7 +257,9 @@ impl Outbound {
 
     /// A usable channel: the current one, the recovered one, or a fresh connection.
     async fn ensure(&self, open: &mut Option<Open>, ever: &mut bool) -> Result<Channel, lapin::Error> {
-        if self.broken.swap(false, Ordering::Relaxed)
+        let broken = self.broken.swap(0, Ordering::Relaxed);
+        if broken != 0
+            && broken == self.generation.load(Ordering::Relaxed)
             && let Some(o) = open.take()
         {
             tracing::warn!("rabbitmq: publisher link failed; connecting afresh");
@@ -284,6 +300,7 @@ impl Outbound {
         if *ever {
             self.metrics.reconnects.increment(1);
         }
+        self.generation.fetch_add(1, Ordering::Relaxed);
         *ever = true;
         tracing::info!(exchange = %self.config.exchange, "rabbitmq: publisher connected");
         self.status.set(UP, "connected");
@@ -297,6 +314,7 @@ impl Outbound {
     async fn publish(&self, channel: &Channel, job: Job) -> bool {
         let Job { events, reply } = job;
         let n = events.len();
+        let generation = self.generation.load(Ordering::Relaxed);
         // Groups of consecutive events sent as one message: each event alone, or packed by topic.
         let mut groups: Vec<(usize, usize)> = Vec::new();
         if self.config.packed {
@@ -328,7 +346,7 @@ impl Outbound {
                     Ok(c) => Ok(c),
                     Err(e) => {
                         ok = false;
-                        self.broken.store(true, Ordering::Relaxed);
+                        self.broken.fetch_max(generation, Ordering::Relaxed);
                         tracing::warn!(error = %e, "rabbitmq: publish failed");
                         Err(HandlerError::retry(format!("publish failed: {e}")))
                     }
@@ -358,7 +376,7 @@ impl Outbound {
                         let r = match tokio::time::timeout_at(deadline, confirm).await {
                             Ok(r) => r,
                             Err(_) => {
-                                this.broken.store(true, Ordering::Relaxed);
+                                this.broken.fetch_max(generation, Ordering::Relaxed);
                                 Err(lapin::ErrorKind::InvalidChannelState(
                                     lapin::ChannelState::Error,
                                     "confirm timed out",
@@ -367,7 +385,7 @@ impl Outbound {
                             }
                         };
                         this.unconfirmed.fetch_sub(1, Ordering::Relaxed);
-                        this.settle(r, &events[start])
+                        this.settle(r, &events[start], generation)
                     }
                     Err(e) => Err(e),
                 };
@@ -416,7 +434,12 @@ impl Outbound {
     }
 
     /// Turns a broker answer into the event's result.
-    fn settle(&self, answer: Result<Confirmation, lapin::Error>, first: &BusEvent) -> Result<(), HandlerError> {
+    fn settle(
+        &self,
+        answer: Result<Confirmation, lapin::Error>,
+        first: &BusEvent,
+        generation: u64,
+    ) -> Result<(), HandlerError> {
         match answer {
             Ok(Confirmation::Ack(None)) => {
                 self.last_progress.touch();
@@ -441,7 +464,7 @@ impl Outbound {
             }
             Ok(Confirmation::NotRequested) => Err(HandlerError::retry("channel not in confirm mode")),
             Err(e) => {
-                self.broken.store(true, Ordering::Relaxed);
+                self.broken.fetch_max(generation, Ordering::Relaxed);
                 if self.status.is_up() {
                     self.status.set(DOWN, "confirms failing; reconnecting");
                 }

@@ -720,7 +720,10 @@ impl Writer {
                     [KeyPart::U64(v)] => heads.iter().any(|(p, h)| *p == prefix && v > h),
                     _ => false,
                 };
-            let found = if known_absent {
+            // An unconditional delete needs nothing of the current row (its result is always 0): no
+            // read. Outbox acknowledgements are exactly this, a thousand keys at a time.
+            let blind_delete = new_value.is_none() && matches!(condition, Condition::None);
+            let found = if known_absent || blind_delete {
                 Found { version: 0, live: false, holds: true }
             } else {
                 // The current row's version and liveness, and whether the condition holds, without copying it.

@@ -199,7 +199,13 @@ pub async fn collect(queue: &str, distinct: usize, limit: Duration) -> Seen {
                         .push(d.properties.content_type().as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default());
                     set.insert(id.clone());
                     seen.ids.push(id);
-                    let _ = d.ack(BasicAckOptions::default()).await;
+                    // Bounded too: on a connection that died under it an ack can stay unanswered.
+                    if !matches!(
+                        tokio::time::timeout(Duration::from_secs(5), d.ack(BasicAckOptions::default())).await,
+                        Ok(Ok(_))
+                    ) {
+                        continue 'outer;
+                    }
                     if set.len() >= distinct {
                         break 'outer;
                     }

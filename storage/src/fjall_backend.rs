@@ -442,7 +442,7 @@ struct Writer {
 /// One request's staged writes.
 struct Staging {
     local: Overlay,
-    appends: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    appends: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     results: Vec<u64>,
     next_outbox: u64,
 }
@@ -453,8 +453,9 @@ type Reply = oneshot::Sender<Result<Vec<u64>>>;
 /// The group being staged.
 struct Open {
     overlay: Overlay,
-    /// New event rows (table id, key, value), written after the overlay.
-    appends: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    /// New event rows (table id, key, value) and outbox acknowledgements (value `None`: removed),
+    /// written after the overlay.
+    appends: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     accepted: Vec<(Reply, Vec<u64>)>,
     /// Refused requests are answered after the group is written, so a loser that re-reads at once sees
     /// the winner's write instead of conflicting again on the old state.
@@ -482,7 +483,7 @@ impl Open {
 struct Staged {
     seq: u64,
     overlay: Arc<Overlay>,
-    appends: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    appends: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     /// The outbox counter to persist with this group, if it moved.
     next_outbox: Option<u64>,
     keyspaces: Vec<Keyspace>,
@@ -701,6 +702,16 @@ impl Writer {
                 }
             };
             let tid = self.table_id(&table)?;
+            // An outbox acknowledgement: outbox rows are created only by `Op::Outbox` (fresh ids) and
+            // never read by a condition, so the delete needs neither a read nor the overlay (whose
+            // ordered inserts were a visible share of the bus's profile).
+            if new_value.is_none() && matches!(condition, Condition::None) && table == OUTBOX_TABLE {
+                let mut key = partition_prefix(&pk);
+                ck.encode_into(&mut key);
+                appends.push((tid, key, None));
+                results.push(0);
+                continue;
+            }
             let prefix = match &last_prefix {
                 Some((k, p)) if *k == pk => p.clone(),
                 _ => {
@@ -773,7 +784,7 @@ impl Writer {
             }
             match new_value {
                 Some(payload) if known_absent => {
-                    appends.push((gk.0, gk.1, Stored { version: 1, expires_at_ms, payload }.encode()));
+                    appends.push((gk.0, gk.1, Some(Stored { version: 1, expires_at_ms, payload }.encode())));
                     results.push(1);
                 }
                 Some(payload) => {
@@ -844,7 +855,10 @@ fn write_group(shared: &Shared, staged: &mut Staged) -> Result<(), String> {
     }
     for (table, key, value) in std::mem::take(&mut staged.appends) {
         let ks = staged.keyspaces.get(table as usize).ok_or("unknown table id")?;
-        batch.insert(ks, key, value);
+        match value {
+            Some(v) => batch.insert(ks, key, v),
+            None => batch.remove(ks, key),
+        }
     }
     if let Some(next) = staged.next_outbox {
         let meta = shared.keyspace(META_TABLE).map_err(|e| e.to_string())?;

@@ -39,6 +39,7 @@ pub(crate) struct LeaseRecord {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SnapshotRecord {
     pub version: u64,
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
 }
 
@@ -46,6 +47,9 @@ pub(crate) struct SnapshotRecord {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct OutboxRecord {
     pub topic: String,
+    /// As a byte string: the same postcard bytes as a `Vec<u8>` sequence (varint length, raw bytes),
+    /// read with one copy instead of one visitor call per byte (it showed in the bus's profile).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ractor::ActorId;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use troupe_actors::{ComponentHealth, ComponentStatus, HealthProbe};
 use troupe_config::NodeConfig;
@@ -181,6 +181,8 @@ pub struct ClusterHandle {
     view: Arc<RwLock<ClusterView>>,
     commands: mpsc::Sender<Command>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    up: watch::Receiver<crate::sharding::UpSet>,
+    node_id: String,
 }
 
 impl std::fmt::Debug for ClusterHandle {
@@ -227,9 +229,22 @@ impl ClusterHandle {
             "cluster: joining"
         );
         let view = driver.view.clone();
+        let up = driver.up.subscribe();
+        let node_id = driver.me.node_id.clone();
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(driver.run(rx));
-        Ok(ClusterHandle { view, commands: tx, task: Arc::new(Mutex::new(Some(task))) })
+        Ok(ClusterHandle { view, commands: tx, task: Arc::new(Mutex::new(Some(task))), up, node_id })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The members shards are spread over (`up` or `suspect`; this node only while it is one), and
+    /// this node's incarnation: what the shard manager follows.
+    pub fn up_set(&self) -> watch::Receiver<crate::sharding::UpSet> {
+        self.up.clone()
     }
 
     /// This node's current view.
@@ -313,6 +328,7 @@ struct Driver {
     last_own_write: Option<Instant>,
     rows: Vec<Versioned>,
     sessions: HashMap<String, Vec<ractor::ActorRef<ractor_cluster::NodeSessionMessage>>>,
+    up: watch::Sender<crate::sharding::UpSet>,
 }
 
 impl Driver {
@@ -336,6 +352,7 @@ impl Driver {
             last_own_write: None,
             rows: Vec::new(),
             sessions: HashMap::new(),
+            up: watch::Sender::new(crate::sharding::UpSet::default()),
         }
     }
 
@@ -767,6 +784,17 @@ impl Driver {
             let n = members.iter().filter(|m| m.status == status).count();
             metrics::gauge!("troupe_cluster_members", "status" => status.as_str()).set(n as f64);
         }
+        let owns = |s: NodeStatus| matches!(s, NodeStatus::Up | NodeStatus::Suspect);
+        let mut up: Vec<String> = members.iter().filter(|m| owns(m.status)).map(|m| m.node_id.clone()).collect();
+        up.sort();
+        let up = crate::sharding::UpSet { incarnation: me.incarnation, members: up };
+        self.up.send_if_modified(|current| {
+            let changed = *current != up;
+            if changed {
+                *current = up;
+            }
+            changed
+        });
         let view =
             ClusterView { node_id: me.node_id.clone(), incarnation: me.incarnation, status: Some(me.status), members };
         *self.view.write().unwrap_or_else(PoisonError::into_inner) = view;

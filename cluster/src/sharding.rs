@@ -27,6 +27,7 @@
 
 mod manager;
 mod router;
+pub mod singleton;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;

@@ -265,3 +265,36 @@ async fn a_frozen_owner_stops_acting_before_its_successor_can_take_over() {
     a.sharding.inner.router.stop(None);
     b.sharding.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_at_a_time_holds_a_singleton_and_another_takes_over() {
+    let (store, _dir) = store().await;
+    let name = unique("singleton");
+    let ids = [unique("a"), unique("b")];
+    let ups: Vec<watch::Sender<UpSet>> =
+        (0..2).map(|_| watch::Sender::new(UpSet { incarnation: 1, members: ids.to_vec() })).collect();
+    let (ga, ta) = singleton::lease_gate(store.clone(), &ids[0], &name, ups[0].subscribe(), &settings());
+    let (gb, tb) = singleton::lease_gate(store.clone(), &ids[1], &name, ups[1].subscribe(), &settings());
+    until("one holder", || *ga.borrow() || *gb.borrow()).await;
+    // Never both, while they run for a few renewals.
+    for _ in 0..20 {
+        assert!(!(*ga.borrow() && *gb.borrow()), "two holders");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (first, (g_other, up_first)) = if *ga.borrow() { (&ga, (&gb, &ups[0])) } else { (&gb, (&ga, &ups[1])) };
+    // The holder leaves (not up any more): it lets go and the other takes over.
+    let leaving = if *ga.borrow() { &ids[0] } else { &ids[1] };
+    up_first.send_modify(|u| u.members.retain(|m| m != leaving));
+    until("the other holds it", || *g_other.borrow()).await;
+    assert!(!*first.borrow());
+    // The new holder dies without releasing: the first takes over once its lease lapses.
+    up_first.send_modify(|u| u.members = ids.to_vec());
+    if *gb.borrow() {
+        tb.abort()
+    } else {
+        ta.abort()
+    }
+    until("taken over after the lease lapsed", || *first.borrow()).await;
+    ta.abort();
+    tb.abort();
+}

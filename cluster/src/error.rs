@@ -54,6 +54,17 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// No member has this id.
+    #[error("no member {0}")]
+    UnknownNode(String),
+    /// The member is down or leaving: it cannot be drained.
+    #[error("member {node_id} is {status}")]
+    NotLive {
+        /// The member.
+        node_id: String,
+        /// Its status.
+        status: String,
+    },
     /// The caller's deadline passed before the entity answered.
     #[error("no answer within the deadline (last: {0})")]
     Deadline(String),

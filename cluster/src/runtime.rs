@@ -183,6 +183,8 @@ pub struct ClusterHandle {
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     up: watch::Receiver<crate::sharding::UpSet>,
     node_id: String,
+    table: MembershipTable,
+    drain: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for ClusterHandle {
@@ -230,10 +232,30 @@ impl ClusterHandle {
         );
         let view = driver.view.clone();
         let up = driver.up.subscribe();
+        let drain = driver.drain.subscribe();
         let node_id = driver.me.node_id.clone();
+        let table = driver.table.clone();
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(driver.run(rx));
-        Ok(ClusterHandle { view, commands: tx, task: Arc::new(Mutex::new(Some(task))), up, node_id })
+        Ok(ClusterHandle { view, commands: tx, task: Arc::new(Mutex::new(Some(task))), up, node_id, table, drain })
+    }
+
+    /// Asks member `node_id` to drain: it hands its shards over, closes its WebSocket clients, leaves
+    /// the cluster and exits. Any node may ask; the target acts on its next heartbeat. Returns the
+    /// target's incarnation.
+    pub async fn request_drain(&self, node_id: &str) -> Result<u64> {
+        let row = self.table.get(node_id).await?.ok_or_else(|| ClusterError::UnknownNode(node_id.to_owned()))?;
+        if !matches!(row.member.status, NodeStatus::Up | NodeStatus::Suspect | NodeStatus::Joining) {
+            return Err(ClusterError::NotLive { node_id: node_id.to_owned(), status: row.member.status.to_string() });
+        }
+        self.table.request_drain(node_id, row.member.incarnation).await?;
+        tracing::info!(target_node = node_id, incarnation = row.member.incarnation, "cluster: drain requested");
+        Ok(row.member.incarnation)
+    }
+
+    /// Turns `true` once a drain of this node was requested (see [`request_drain`](Self::request_drain)).
+    pub fn drain_requested(&self) -> watch::Receiver<bool> {
+        self.drain.clone()
     }
 
     /// This node's id.
@@ -329,6 +351,7 @@ struct Driver {
     rows: Vec<Versioned>,
     sessions: HashMap<String, Vec<ractor::ActorRef<ractor_cluster::NodeSessionMessage>>>,
     up: watch::Sender<crate::sharding::UpSet>,
+    drain: watch::Sender<bool>,
 }
 
 impl Driver {
@@ -353,6 +376,7 @@ impl Driver {
             rows: Vec::new(),
             sessions: HashMap::new(),
             up: watch::Sender::new(crate::sharding::UpSet::default()),
+            drain: watch::Sender::new(false),
         }
     }
 
@@ -431,8 +455,30 @@ impl Driver {
         self.send_pings();
         self.maybe_join().await;
         self.judge(now).await;
+        self.check_drain().await;
         self.publish_view();
         self.last_tick = Instant::now();
+    }
+
+    /// Acts on a drain request for this node: one for this incarnation raises the `drain` flag (the
+    /// node then hands over and leaves); one for an older incarnation is stale and removed.
+    async fn check_drain(&mut self) {
+        if *self.drain.borrow() {
+            return;
+        }
+        match self.table.drain_request(&self.me.node_id).await {
+            Ok(Some(inc)) if inc == self.me.incarnation => {
+                tracing::warn!(incarnation = inc, "cluster: drain requested; handing over and leaving");
+                self.drain.send_replace(true);
+            }
+            Ok(Some(_)) => {
+                if let Err(e) = self.table.clear_drain(&self.me.node_id).await {
+                    tracing::debug!(error = %e, "cluster: cannot clear a stale drain request");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cluster: cannot read drain requests"),
+        }
     }
 
     /// Writes this node's heartbeat; handles a row someone else changed.
@@ -730,6 +776,9 @@ impl Driver {
                 }
             }
             tracing::info!(status = status.as_str(), "cluster: leaving");
+            if status == NodeStatus::Down && *self.drain.borrow() {
+                let _ = self.table.clear_drain(&self.me.node_id).await;
+            }
             self.publish_view();
             if status == NodeStatus::Leaving {
                 tokio::time::sleep(self.settings.heartbeat_interval * 2).await;

@@ -26,6 +26,7 @@
 //! entity messages should be idempotent (e.g. "set", not "add").
 
 mod manager;
+pub mod presence;
 mod router;
 pub mod singleton;
 
@@ -84,6 +85,12 @@ impl Default for ShardSettings {
 }
 
 impl ShardSettings {
+    /// The settings `[cluster]` gives: `shards`, `shard_lease_ttl` (renewed every third of it).
+    pub fn from_config(cfg: &troupe_config::NodeConfig) -> Self {
+        let ttl = cfg.cluster.shard_lease_ttl;
+        Self { shards: cfg.cluster.shards, lease_ttl: ttl, renew_interval: ttl / 3, ..Self::default() }
+    }
+
     /// How long after a renewal began this node may still act on the shard: 80 % of the lease TTL,
     /// so it stops before any other node can acquire the lease.
     pub fn act_within(&self) -> Duration {

@@ -283,3 +283,83 @@ async fn outbox_events_written_while_the_drainer_is_killed_are_all_delivered() {
     }
     assert_eq!(open, 1, "one survivor took the outbox over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_all_three_under_load_loses_no_acknowledged_write() {
+    let Some(pg) = fresh_schema().await else { return };
+    let c = http();
+    let specs = [Spec::new("127.0.0.1"), Spec::new("127.0.0.2"), Spec::new("127.0.0.3")];
+    let seeds = specs[0].cluster_addr.clone();
+    let mut nodes: Vec<Node> = specs.iter().map(|s| s.start_env(&pg, &seeds, COOKIE, &ENVS)).collect();
+    let token = common::token_for(&c, &nodes[0], ADMIN).await;
+    form(&c, &nodes.iter().collect::<Vec<_>>(), &token).await;
+
+    // Load: presence changes through whichever node is next, each naming a distinct edge; a write
+    // counts as acknowledged only when answered 200.
+    let urls = std::sync::Arc::new(std::sync::Mutex::new(nodes.iter().map(|n| n.url("")).collect::<Vec<_>>()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (c, urls, stop, token) = (c.clone(), urls.clone(), stop.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let base = urls.lock().unwrap()[(i % 3) as usize].clone();
+                let user = format!("user-{}", i % 16);
+                let r = c
+                    .post(format!("{base}/api/v1/cluster/presence/{user}"))
+                    .bearer_auth(&token)
+                    .json(&json!({"node": format!("edge-{i}"), "connected": true}))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    acked.push((user, i));
+                }
+                i += 1;
+            }
+            (acked, i)
+        })
+    };
+
+    // Restart each node in turn (SIGTERM, then the same data dir again), waiting for the shards to
+    // spread over all three before the next.
+    for k in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nodes[k].signal("TERM");
+        let status = tokio::task::block_in_place(|| nodes[k].wait_exit(Duration::from_secs(20)));
+        assert!(status.success(), "node {k} stopped cleanly");
+        let data = nodes[k].take_data();
+        let args = ["--cluster-addr", specs[k].cluster_addr.as_str(), "--join", seeds.as_str()];
+        let mut envs = vec![
+            ("TROUPE_STORE_BACKEND", "postgres"),
+            ("TROUPE_STORE_URL", pg.url.as_str()),
+            ("TROUPE_CLUSTER_COOKIE", COOKIE),
+            ("TROUPE_AUTH_JWT_SECRET", SECRET),
+            ("TROUPE_AUTH_ADMIN_EMAILS", ADMIN),
+        ];
+        envs.extend_from_slice(&ENVS);
+        let http_addr = format!("{}:0", specs[k].ip);
+        nodes[k] = tokio::task::block_in_place(|| Node::start_with(data, &http_addr, &args, &envs));
+        urls.lock().unwrap()[k] = nodes[k].url("");
+        let all: Vec<&Node> = nodes.iter().collect();
+        eventually(Duration::from_secs(40), || async {
+            let sets = owned(&c, &all, &token).await?;
+            (partition(&sets) && sets.iter().all(|s| !s.is_empty())).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("shards did not spread again after restarting node {k}"));
+        eprintln!("rolling restart: node {k} back, shards spread");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, sent) = load.await.unwrap();
+    eprintln!("rolling restart: {} of {sent} writes acknowledged", acked.len());
+    assert!(acked.len() > 16, "the load made progress: {} of {sent}", acked.len());
+    let mut states = BTreeMap::new();
+    for (user, i) in &acked {
+        if !states.contains_key(user) {
+            states.insert(user.clone(), presence(&c, &nodes[0], &token, user, None).await);
+        }
+        let v = &states[user];
+        assert!(v["nodes"][format!("edge-{i}")].as_u64().is_some(), "acknowledged edge-{i} of {user} is kept: {v}");
+    }
+}

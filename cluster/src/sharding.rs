@@ -203,7 +203,7 @@ impl EntityKinds {
         Self::default()
     }
 
-    /// Registers `kind` (non-empty, at most 64 bytes) made by `factory`.
+    /// Registers `kind` made by `factory` (a later registration of the same kind replaces it).
     #[must_use]
     pub fn register(mut self, kind: &str, factory: Arc<dyn EntityFactory>) -> Self {
         self.kinds.insert(kind.to_owned(), factory);

@@ -47,12 +47,16 @@ pub async fn fetch(node: &str, token: Option<&str>) -> anyhow::Result<String> {
 /// The members as a fixed-width table.
 pub fn table(body: &str) -> String {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return format!("{body}\n") };
-    let mut rows =
-        vec![["ID", "NAME", "INCARNATION", "STATUS", "CLUSTER ADDR", "HTTP ADDR", "VIEW", "RTT MS"].map(String::from)];
+    let mut rows = vec![
+        ["ID", "NAME", "INCARNATION", "STATUS", "CLUSTER ADDR", "HTTP ADDR", "VIEW", "RTT MS", "SHARDS"]
+            .map(String::from),
+    ];
     for m in v["members"].as_array().into_iter().flatten() {
         let s = |k: &str| m[k].as_str().unwrap_or("-").to_owned();
         let view = if m["is_self"].as_bool() == Some(true) { "self".to_owned() } else { s("local_health") };
         let rtt = m["rtt_ms"].as_f64().map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+        // The number of shards the member owns (`-` when unknown).
+        let shards = m["owned_shards"].as_array().map_or_else(|| "-".to_owned(), |s| s.len().to_string());
         rows.push([
             s("id"),
             s("name"),
@@ -62,9 +66,10 @@ pub fn table(body: &str) -> String {
             s("http_addr"),
             view,
             rtt,
+            shards,
         ]);
     }
-    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..9).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();

@@ -137,6 +137,24 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         None => None,
     };
     let mut app = crate::app::build(&cfg, &store, &registry)?;
+    // Clustered: the outbox drain is a cluster singleton (the bus drains only while this node holds the
+    // `bus.outbox` lease), and sharded entities (the `presence` kind) spread over the `up` members.
+    let sharding = match &cluster {
+        Some(c) => {
+            use troupe_cluster::sharding::{presence, singleton};
+            let settings = troupe_cluster::ShardSettings::from_config(&cfg);
+            let (gate, _) =
+                singleton::lease_gate(store.clone(), c.node_id(), singleton::BUS_OUTBOX_LEASE, c.up_set(), &settings);
+            app.bus.set_drain_gate(gate).context("bus drain gate")?;
+            let kinds = troupe_cluster::EntityKinds::new()
+                .register(presence::PRESENCE_KIND, std::sync::Arc::new(presence::PresenceFactory));
+            let sharding = troupe_cluster::Sharding::start(settings, store.clone(), c.node_id(), c.up_set(), kinds)
+                .await
+                .context("cannot start sharding")?;
+            Some(sharding)
+        }
+        None => None,
+    };
     let app_children = std::mem::take(&mut app.children);
     let mut root = Supervisor::start_root(root_spec(&cfg, &registry, &prometheus, app_children), registry.clone())
         .await
@@ -166,6 +184,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         Some(c) => state.with_cluster(c.clone()),
         None => state,
     };
+    let state = match &sharding {
+        Some(s) => state.with_sharding(s.clone()),
+        None => state,
+    };
     let sweeper = app.hub.spawn_sweeper(crate::app::HUB_SWEEP);
     let router = troupe_gateway::router(&gw_cfg, state.clone());
 
@@ -186,8 +208,21 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         "troupe node ready"
     );
 
+    // A drain (`POST /api/v1/cluster/nodes/{id}/drain`) stops the node like a signal: shards handed
+    // over, WebSocket clients closed (1001, reconnect elsewhere), `leaving` then `down`, exit 0.
+    let drain = async {
+        let Some(mut rx) = cluster.as_ref().map(troupe_cluster::ClusterHandle::drain_requested) else {
+            return std::future::pending().await;
+        };
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
     let outcome = tokio::select! {
         signal = shutdown => Ok(signal),
+        () = drain => Ok("cluster drain"),
         () = root.exited() => Err(anyhow!("the root supervisor gave up (restart intensity exceeded); see the log")),
     };
     let grace = cfg.shutdown.grace;
@@ -200,6 +235,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     // 1. Stop accepting and let in-flight requests finish (readiness turns 503 first). A clustered node
     //    first leaves the membership (`leaving`, then `down`) so peers stop counting on it.
     state.start_draining();
+    if let Some(s) = &sharding {
+        // Entities checkpoint and stop, leases are released: the others take the shards at once.
+        s.release_all(grace / 4).await;
+    }
     if let Some(c) = &cluster {
         c.leave(grace / 2).await;
     }

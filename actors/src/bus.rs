@@ -30,11 +30,16 @@
 //! on and in order, after the backoff (later events may then repeat, never reorder): what a publisher
 //! with confirms needs after a broker outage.
 //!
+//! In a cluster every node's bus shares one outbox: a drain gate ([`EventBus::set_drain_gate`]) lets
+//! only the node holding the outbox lease drain it; the others wait, and one of them takes over when
+//! the holder dies or leaves.
+//!
 //! Collaborators: `troupe_storage::Store` (outbox, dead-letter table), the [`Supervisor`](crate::Supervisor)
 //! (restarts), the `metrics` facade. The bus knows no domain: topics and payloads are opaque.
 
 mod dead;
 mod drain;
+mod gate;
 
 use std::fmt;
 use std::str::FromStr;
@@ -45,7 +50,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use troupe_storage::{Store, StoreError};
 
@@ -398,6 +403,8 @@ pub(crate) struct Inner {
     /// The running drainer, so a new incarnation can make sure the old one is gone.
     drainer: Mutex<Option<AbortHandle>>,
     in_flight: AtomicUsize,
+    /// When set, the drainer runs only while it reads `true` (see [`EventBus::set_drain_gate`]).
+    gate: Mutex<Option<watch::Receiver<bool>>>,
 }
 
 impl Inner {
@@ -450,6 +457,7 @@ impl EventBus {
                 started: AtomicBool::new(false),
                 drainer: Mutex::new(None),
                 in_flight: AtomicUsize::new(0),
+                gate: Mutex::new(None),
             }),
         })
     }
@@ -483,6 +491,20 @@ impl EventBus {
             order: sub.order,
             retry: sub.retry.unwrap_or(self.inner.config.retry),
         }));
+        Ok(())
+    }
+
+    /// Makes the drain conditional: the bus drains the outbox only while `gate` reads `true`, stops
+    /// draining as soon as it turns `false` (entries not yet acknowledged are delivered again by the
+    /// next drainer), and waits while it is `false`. A cluster opens it on the one node holding the
+    /// outbox lease, so exactly one node drains at a time. Without a gate the bus always drains. Only
+    /// before the bus starts.
+    pub fn set_drain_gate(&self, gate: watch::Receiver<bool>) -> Result<(), BusError> {
+        let _subs = self.inner.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.inner.started.load(Ordering::Acquire) {
+            return Err(BusError::AlreadyStarted);
+        }
+        *self.inner.gate.lock().unwrap_or_else(PoisonError::into_inner) = Some(gate);
         Ok(())
     }
 
@@ -569,7 +591,11 @@ impl Actor for BusActor {
         if let Some(previous) = previous {
             previous.abort();
         }
-        let task = tokio::spawn(drain::run(Arc::clone(&self.inner), subscribers));
+        let gate = self.inner.gate.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let task = match gate {
+            None => tokio::spawn(drain::run(Arc::clone(&self.inner), subscribers)),
+            Some(gate) => tokio::spawn(gate::run(Arc::clone(&self.inner), subscribers, gate)),
+        };
         let drainer = task.abort_handle();
         *self.inner.drainer.lock().unwrap_or_else(PoisonError::into_inner) = Some(drainer.clone());
         let monitor = tokio::spawn(async move {

@@ -45,6 +45,46 @@ pub enum ClusterError {
     /// The cluster task has stopped.
     #[error("the cluster task has stopped")]
     Stopped,
+    /// A sharded entity's shard has no owner able to take the message right now (moving, being
+    /// acquired, owner unreachable). Retryable: the caller may send again.
+    #[error("shard {shard} unavailable: {reason}")]
+    ShardUnavailable {
+        /// The shard.
+        shard: u32,
+        /// Why.
+        reason: String,
+    },
+    /// No member has this id.
+    #[error("no member {0}")]
+    UnknownNode(String),
+    /// The member is down or leaving: it cannot be drained.
+    #[error("member {node_id} is {status}")]
+    NotLive {
+        /// The member.
+        node_id: String,
+        /// Its status.
+        status: String,
+    },
+    /// The caller's deadline passed before the entity answered.
+    #[error("no answer within the deadline (last: {0})")]
+    Deadline(String),
+    /// No entity kind of this name is registered on this node.
+    #[error("unknown entity kind {0:?}")]
+    UnknownKind(String),
+    /// The entity refused or failed the message (not retried).
+    #[error("entity: {0}")]
+    Entity(String),
+    /// A write carried a fencing token older than the stored state's: this node lost the shard.
+    #[error(transparent)]
+    Fenced(#[from] crate::placement::StaleToken),
+}
+
+impl ClusterError {
+    /// Whether sending the same message again may succeed (the shard is moving or its owner is not
+    /// reachable yet).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClusterError::ShardUnavailable { .. } | ClusterError::Mesh(_))
+    }
 }
 
 /// Result with [`ClusterError`].

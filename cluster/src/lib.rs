@@ -9,7 +9,8 @@
 //! Layout: [`membership`] (the stored rows and the table), [`detector`] (the pure failure-detector time
 //! logic), `mesh` (ractor_cluster node server, the remotable pinger actor), `tls` (mutual TLS for every
 //! mesh connection when certificates are configured),
-//! [`placement`] (rendezvous hashing, shard leases, fenced writes — a library, not wired yet),
+//! [`placement`] (rendezvous hashing, shard leases, fenced writes), [`sharding`] (the shard manager,
+//! sharded entities and the node router),
 //! `runtime` (the one task that drives heartbeat, view, mesh and detector; [`ClusterHandle`]).
 //!
 //! Collaborators: `troupe-storage` (membership table), `troupe-config` (`[cluster]`), `troupe-actors`
@@ -22,10 +23,12 @@ pub mod membership;
 mod mesh;
 pub mod placement;
 mod runtime;
+pub mod sharding;
 mod tls;
 
 pub use detector::{Detector, DetectorConfig, PeerHealth};
 pub use error::{ClusterError, Result};
 pub use membership::{Member, MembershipTable, NodeStatus};
 pub use runtime::{ClusterHandle, ClusterProbe, ClusterSettings, ClusterView, MemberView};
+pub use sharding::{Entity, EntityContext, EntityFactory, EntityKinds, ShardSettings, Sharding, UpSet};
 pub use tls::TlsFiles;

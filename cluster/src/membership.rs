@@ -14,6 +14,9 @@ mod tests;
 
 /// The table holding membership rows.
 pub const MEMBERS_TABLE: &str = "cluster_members";
+/// The table holding drain requests (partition `drain`, clustering key = node id, value = the
+/// incarnation to drain, big-endian u64). Apart from the member rows so their format stays as is.
+pub const DRAINS_TABLE: &str = "cluster_drains";
 /// Envelope kind of a membership row.
 const MEMBER_KIND: &str = "cluster.member";
 /// Schema version of [`Member`].
@@ -181,6 +184,24 @@ impl MembershipTable {
             Err(StoreError::Conflict { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Asks `node_id` at `incarnation` to drain (its runtime acts on it on its next tick).
+    pub async fn request_drain(&self, node_id: &str, incarnation: u64) -> Result<()> {
+        let pk = Key::from("drain");
+        self.store.put(DRAINS_TABLE, &pk, &Key::from(node_id), incarnation.to_be_bytes().to_vec()).await?;
+        Ok(())
+    }
+
+    /// The incarnation a drain was requested for, if any.
+    pub async fn drain_request(&self, node_id: &str) -> Result<Option<u64>> {
+        let row = self.store.get(DRAINS_TABLE, &Key::from("drain"), &Key::from(node_id)).await?;
+        Ok(row.and_then(|r| <[u8; 8]>::try_from(r.value.as_slice()).ok()).map(u64::from_be_bytes))
+    }
+
+    /// Removes a drain request (done, or meant for an older incarnation).
+    pub async fn clear_drain(&self, node_id: &str) -> Result<()> {
+        Ok(self.store.delete(DRAINS_TABLE, &Key::from("drain"), &Key::from(node_id)).await?)
     }
 
     /// Deletes a node's row (operators' clean-up of long-dead members).

@@ -133,7 +133,8 @@ impl ShardLeases {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct FencedValue {
     token: u64,
-    value: Vec<u8>,
+    /// `None`: claimed by a new owner (see [`fenced_claim`]) before any state was written.
+    value: Option<Vec<u8>>,
 }
 
 /// Why a fenced write did not apply.
@@ -156,8 +157,59 @@ pub async fn fenced_put(
     token: u64,
     value: Vec<u8>,
 ) -> Result<std::result::Result<u64, StaleToken>> {
-    let bytes = postcard::to_stdvec(&FencedValue { token, value })
-        .map_err(|e| ClusterError::Encode { what: "fenced value", reason: e.to_string() })?;
+    fenced_write(store, table, pk, ck, token, Some(value)).await
+}
+
+/// Takes over the state at `pk`/`ck` for the holder of `token` before it reads it: rewrites the stored
+/// state (or an empty claim) with `token`, so every write of an older owner that lands afterwards is
+/// rejected, and returns the state as it was (including every write an older owner made before).
+/// `Ok(Err(StaleToken))` when a newer owner claimed it already.
+pub async fn fenced_claim(
+    store: &Store,
+    table: &str,
+    pk: &Key,
+    ck: &Key,
+    token: u64,
+) -> Result<std::result::Result<Option<Vec<u8>>, StaleToken>> {
+    for _ in 0..8 {
+        let current = store.get(table, pk, ck).await?;
+        let (value, written) = match &current {
+            None => (None, store.put_if_absent(table, pk, ck, encode_fenced(token, None)?, None).await),
+            Some(row) => {
+                let stored = decode_fenced(&row.value)?;
+                if stored.token > token {
+                    return Ok(Err(StaleToken { token, current: stored.token }));
+                }
+                if stored.token == token {
+                    return Ok(Ok(stored.value));
+                }
+                let bytes = encode_fenced(token, stored.value.clone())?;
+                (stored.value, store.compare_and_set(table, pk, ck, Expected::Version(row.version), bytes).await)
+            }
+        };
+        match written {
+            Ok(_) => return Ok(Ok(value)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ClusterError::Contention("fenced claim"))
+}
+
+fn encode_fenced(token: u64, value: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&FencedValue { token, value })
+        .map_err(|e| ClusterError::Encode { what: "fenced value", reason: e.to_string() })
+}
+
+async fn fenced_write(
+    store: &Store,
+    table: &str,
+    pk: &Key,
+    ck: &Key,
+    token: u64,
+    value: Option<Vec<u8>>,
+) -> Result<std::result::Result<u64, StaleToken>> {
+    let bytes = encode_fenced(token, value)?;
     for _ in 0..8 {
         let current = store.get(table, pk, ck).await?;
         let written = match &current {
@@ -179,13 +231,13 @@ pub async fn fenced_put(
     Err(ClusterError::Contention("fenced write"))
 }
 
-/// Reads a fenced value: `(token it was written with, value)`.
+/// Reads a fenced value: `(token it was written with, value)`; `None` when absent or only claimed.
 pub async fn fenced_get(store: &Store, table: &str, pk: &Key, ck: &Key) -> Result<Option<(u64, Vec<u8>)>> {
     match store.get(table, pk, ck).await? {
         None => Ok(None),
         Some(row) => {
             let v = decode_fenced(&row.value)?;
-            Ok(Some((v.token, v.value)))
+            Ok(v.value.map(|value| (v.token, value)))
         }
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ractor::ActorId;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use troupe_actors::{ComponentHealth, ComponentStatus, HealthProbe};
 use troupe_config::NodeConfig;
@@ -181,6 +181,10 @@ pub struct ClusterHandle {
     view: Arc<RwLock<ClusterView>>,
     commands: mpsc::Sender<Command>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    up: watch::Receiver<crate::sharding::UpSet>,
+    node_id: String,
+    table: MembershipTable,
+    drain: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for ClusterHandle {
@@ -227,9 +231,42 @@ impl ClusterHandle {
             "cluster: joining"
         );
         let view = driver.view.clone();
+        let up = driver.up.subscribe();
+        let drain = driver.drain.subscribe();
+        let node_id = driver.me.node_id.clone();
+        let table = driver.table.clone();
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(driver.run(rx));
-        Ok(ClusterHandle { view, commands: tx, task: Arc::new(Mutex::new(Some(task))) })
+        Ok(ClusterHandle { view, commands: tx, task: Arc::new(Mutex::new(Some(task))), up, node_id, table, drain })
+    }
+
+    /// Asks member `node_id` to drain: it hands its shards over, closes its WebSocket clients, leaves
+    /// the cluster and exits. Any node may ask; the target acts on its next heartbeat. Returns the
+    /// target's incarnation.
+    pub async fn request_drain(&self, node_id: &str) -> Result<u64> {
+        let row = self.table.get(node_id).await?.ok_or_else(|| ClusterError::UnknownNode(node_id.to_owned()))?;
+        if !matches!(row.member.status, NodeStatus::Up | NodeStatus::Suspect | NodeStatus::Joining) {
+            return Err(ClusterError::NotLive { node_id: node_id.to_owned(), status: row.member.status.to_string() });
+        }
+        self.table.request_drain(node_id, row.member.incarnation).await?;
+        tracing::info!(target_node = node_id, incarnation = row.member.incarnation, "cluster: drain requested");
+        Ok(row.member.incarnation)
+    }
+
+    /// Turns `true` once a drain of this node was requested (see [`request_drain`](Self::request_drain)).
+    pub fn drain_requested(&self) -> watch::Receiver<bool> {
+        self.drain.clone()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The members shards are spread over (`up` or `suspect`; this node only while it is one), and
+    /// this node's incarnation: what the shard manager follows.
+    pub fn up_set(&self) -> watch::Receiver<crate::sharding::UpSet> {
+        self.up.clone()
     }
 
     /// This node's current view.
@@ -313,6 +350,8 @@ struct Driver {
     last_own_write: Option<Instant>,
     rows: Vec<Versioned>,
     sessions: HashMap<String, Vec<ractor::ActorRef<ractor_cluster::NodeSessionMessage>>>,
+    up: watch::Sender<crate::sharding::UpSet>,
+    drain: watch::Sender<bool>,
 }
 
 impl Driver {
@@ -336,6 +375,8 @@ impl Driver {
             last_own_write: None,
             rows: Vec::new(),
             sessions: HashMap::new(),
+            up: watch::Sender::new(crate::sharding::UpSet::default()),
+            drain: watch::Sender::new(false),
         }
     }
 
@@ -414,8 +455,30 @@ impl Driver {
         self.send_pings();
         self.maybe_join().await;
         self.judge(now).await;
+        self.check_drain().await;
         self.publish_view();
         self.last_tick = Instant::now();
+    }
+
+    /// Acts on a drain request for this node: one for this incarnation raises the `drain` flag (the
+    /// node then hands over and leaves); one for an older incarnation is stale and removed.
+    async fn check_drain(&mut self) {
+        if *self.drain.borrow() {
+            return;
+        }
+        match self.table.drain_request(&self.me.node_id).await {
+            Ok(Some(inc)) if inc == self.me.incarnation => {
+                tracing::warn!(incarnation = inc, "cluster: drain requested; handing over and leaving");
+                self.drain.send_replace(true);
+            }
+            Ok(Some(_)) => {
+                if let Err(e) = self.table.clear_drain(&self.me.node_id).await {
+                    tracing::debug!(error = %e, "cluster: cannot clear a stale drain request");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cluster: cannot read drain requests"),
+        }
     }
 
     /// Writes this node's heartbeat; handles a row someone else changed.
@@ -713,6 +776,9 @@ impl Driver {
                 }
             }
             tracing::info!(status = status.as_str(), "cluster: leaving");
+            if status == NodeStatus::Down && *self.drain.borrow() {
+                let _ = self.table.clear_drain(&self.me.node_id).await;
+            }
             self.publish_view();
             if status == NodeStatus::Leaving {
                 tokio::time::sleep(self.settings.heartbeat_interval * 2).await;
@@ -767,6 +833,17 @@ impl Driver {
             let n = members.iter().filter(|m| m.status == status).count();
             metrics::gauge!("troupe_cluster_members", "status" => status.as_str()).set(n as f64);
         }
+        let owns = |s: NodeStatus| matches!(s, NodeStatus::Up | NodeStatus::Suspect);
+        let mut up: Vec<String> = members.iter().filter(|m| owns(m.status)).map(|m| m.node_id.clone()).collect();
+        up.sort();
+        let up = crate::sharding::UpSet { incarnation: me.incarnation, members: up };
+        self.up.send_if_modified(|current| {
+            let changed = *current != up;
+            if changed {
+                *current = up;
+            }
+            changed
+        });
         let view =
             ClusterView { node_id: me.node_id.clone(), incarnation: me.incarnation, status: Some(me.status), members };
         *self.view.write().unwrap_or_else(PoisonError::into_inner) = view;

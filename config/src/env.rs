@@ -79,6 +79,16 @@ pub const ENV_VARS: &[EnvVar] = &[
     ),
     config("TROUPE_CLUSTER_SUSPECT_AFTER", "cluster.suspect_after", "Silence before a peer is suspect (default 1.5s)."),
     config("TROUPE_CLUSTER_DOWN_AFTER", "cluster.down_after", "Silence before a peer is down (default 3s)."),
+    config(
+        "TROUPE_CLUSTER_SHARDS",
+        "cluster.shards",
+        "Shards sharded entities are spread over (default 64; same on every node).",
+    ),
+    config(
+        "TROUPE_CLUSTER_SHARD_LEASE_TTL",
+        "cluster.shard_lease_ttl",
+        "Shard and singleton lease time-to-live (duration, default 3s).",
+    ),
     config("TROUPE_CLUSTER_TLS_CERT", "cluster.tls_cert", "Node certificate chain (PEM file) for mesh mutual TLS."),
     config("TROUPE_CLUSTER_TLS_KEY", "cluster.tls_key", "Node private key (PEM file) for mesh mutual TLS."),
     config("TROUPE_CLUSTER_TLS_CA", "cluster.tls_ca", "CA certificate (PEM file) every node's certificate chains to."),

@@ -327,6 +327,14 @@ pub struct ClusterConfig {
     /// `down_after` + `heartbeat_interval` + one store round trip).
     #[serde(serialize_with = "duration::serialize")]
     pub down_after: Duration,
+    /// Number of shards sharded entities are spread over (default 64). Every node of a cluster must
+    /// use the same value; changing it moves every key.
+    pub shards: u32,
+    /// Time-to-live of shard and singleton leases (default 3s; renewed every third of it). A dead
+    /// node's shards are owned elsewhere at most this long after its last renewal (and once it is
+    /// `down`).
+    #[serde(serialize_with = "duration::serialize")]
+    pub shard_lease_ttl: Duration,
     /// This node's certificate chain (PEM). With `tls_key` and `tls_ca`: mutual TLS on every mesh
     /// connection, accepted and dialed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -349,6 +357,8 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_millis(500),
             suspect_after: Duration::from_millis(1500),
             down_after: Duration::from_secs(3),
+            shards: 64,
+            shard_lease_ttl: Duration::from_secs(3),
             tls_cert: None,
             tls_key: None,
             tls_ca: None,

@@ -51,6 +51,8 @@ pub(crate) struct RawCluster {
     pub(crate) heartbeat_interval: Option<String>,
     pub(crate) suspect_after: Option<String>,
     pub(crate) down_after: Option<String>,
+    pub(crate) shards: Option<i64>,
+    pub(crate) shard_lease_ttl: Option<String>,
     pub(crate) tls_cert: Option<String>,
     pub(crate) tls_key: Option<String>,
     pub(crate) tls_ca: Option<String>,

@@ -108,6 +108,8 @@ pub(crate) const KEYS: &[Key] = &[
     key("cluster.heartbeat_interval", Kind::Duration),
     key("cluster.suspect_after", Kind::Duration),
     key("cluster.down_after", Kind::Duration),
+    key("cluster.shards", Kind::Int),
+    key("cluster.shard_lease_ttl", Kind::Duration),
     key("cluster.tls_cert", Kind::Str),
     key("cluster.tls_key", Kind::Str),
     key("cluster.tls_ca", Kind::Str),

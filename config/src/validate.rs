@@ -119,6 +119,19 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
         }),
         down_after: c
             .field("cluster.down_after", raw.cluster.down_after, d.cluster.down_after, |s| positive_duration(&s)),
+        shards: c.field("cluster.shards", raw.cluster.shards, d.cluster.shards, |v| {
+            int_at_least(v, 1u32).and_then(|n| if n <= 65_536 { Ok(n) } else { Err("at most 65536".to_owned()) })
+        }),
+        shard_lease_ttl: c.field(
+            "cluster.shard_lease_ttl",
+            raw.cluster.shard_lease_ttl,
+            d.cluster.shard_lease_ttl,
+            |s| {
+                positive_duration(&s).and_then(|d| {
+                    if d >= Duration::from_millis(300) { Ok(d) } else { Err("at least 300ms".to_owned()) }
+                })
+            },
+        ),
         tls_cert: c.field("cluster.tls_cert", raw.cluster.tls_cert, None, |s| non_empty_path(&s).map(Some)),
         tls_key: c.field("cluster.tls_key", raw.cluster.tls_key, None, |s| non_empty_path(&s).map(Some)),
         tls_ca: c.field("cluster.tls_ca", raw.cluster.tls_ca, None, |s| non_empty_path(&s).map(Some)),

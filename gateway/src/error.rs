@@ -63,6 +63,9 @@ pub enum ApiError {
     /// From the event bus (dead letters).
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// From the cluster (membership, sharded entities).
+    #[error(transparent)]
+    Cluster(#[from] troupe_cluster::ClusterError),
     /// No such route or resource.
     #[error("not found: {0}")]
     NotFound(String),
@@ -111,6 +114,21 @@ fn bus_error(e: &BusError) -> (StatusCode, &'static str, Option<String>) {
         ),
         BusError::Store(s) if s.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+    }
+}
+
+/// Status, kind and whether a retry may succeed, for a cluster error.
+fn cluster_error(e: &troupe_cluster::ClusterError) -> (StatusCode, &'static str, bool) {
+    use troupe_cluster::ClusterError as C;
+    match e {
+        C::UnknownNode(_) | C::UnknownKind(_) => (StatusCode::NOT_FOUND, "not-found", false),
+        C::NotLive { .. } => (StatusCode::CONFLICT, "conflict", false),
+        C::ShardUnavailable { .. } | C::Deadline(_) | C::Mesh(_) | C::Stopped | C::Fenced(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable", true)
+        }
+        C::Store(s) if s.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", true),
+        C::Entity(_) => (StatusCode::UNPROCESSABLE_ENTITY, "entity-refused", false),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", false),
     }
 }
 
@@ -171,6 +189,7 @@ impl ApiError {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::Bus(e) => bus_error(e).0,
+            Self::Cluster(e) => cluster_error(e).0,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Input(status, ..) => *status,
@@ -200,6 +219,7 @@ impl ApiError {
                 _ => "internal",
             },
             Self::Bus(e) => bus_error(e).1,
+            Self::Cluster(e) => cluster_error(e).1,
             Self::BadRequest(_) => "bad-request",
             Self::Input(_, kind, _) => kind,
             Self::Unauthorized(_) => "unauthorized",
@@ -221,6 +241,7 @@ impl ApiError {
                 Some(Duration::from_secs(1))
             }
             Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::Cluster(e) if cluster_error(e).2 => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -229,6 +250,7 @@ impl ApiError {
     fn detail(&self, status: StatusCode) -> Option<String> {
         let retryable = match self {
             Self::RequestTimeout(_) | Self::NotConfigured(_) => true,
+            Self::Cluster(e) => cluster_error(e).2,
             Self::Actors(e) | Self::Notifications(NotificationError::Service(e)) => e.is_retryable(),
             Self::Service(e) => {
                 e.retry_after().is_some() || matches!(e, ServiceError::Overloaded | ServiceError::Timeout)

@@ -43,6 +43,8 @@ pub struct GatewayState {
     api: Arc<api::ApiState>,
     /// Cluster membership (`GET /api/v1/cluster/nodes`), when the node is clustered.
     cluster: Option<troupe_cluster::ClusterHandle>,
+    /// Sharded entities (`/api/v1/cluster/presence/{user}`, owned shards), when the node is clustered.
+    sharding: Option<troupe_cluster::Sharding>,
 }
 
 struct Inner {
@@ -86,7 +88,15 @@ impl GatewayState {
             ws: None,
             api: Arc::new(api::ApiState::default()),
             cluster: None,
+            sharding: None,
         }
+    }
+
+    /// Serve the presence endpoints and the owned shards through this node's sharding.
+    #[must_use]
+    pub fn with_sharding(mut self, sharding: troupe_cluster::Sharding) -> Self {
+        self.sharding = Some(sharding);
+        self
     }
 
     /// Serve `GET /api/v1/cluster/nodes` from this node's cluster view.

@@ -73,7 +73,7 @@ impl Modify for BearerAuth {
         content::create, content::get_item, content::update, content::delete, content::list, content::feed,
         notifications::list, notifications::mark_read, notifications::read_all,
         dead_letters::list, dead_letters::replay, dead_letters::discard,
-        cluster::nodes,
+        cluster::nodes, cluster::drain, cluster::get_presence, cluster::set_presence,
     ),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "users"), (name = "content"), (name = "notifications"), (name = "system"),

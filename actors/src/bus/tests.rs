@@ -762,3 +762,40 @@ fn batched_subscriptions_need_a_batch_and_a_pipeline() {
     assert!(matches!(Subscription::batched("s", &["*"], probe.clone(), 0, 1), Err(BusError::BadConfig(_))));
     assert!(matches!(Subscription::batched("s", &["*"], probe, 1, 0), Err(BusError::BadConfig(_))));
 }
+
+#[tokio::test]
+async fn with_a_drain_gate_only_the_open_bus_drains_and_a_closed_one_stops() {
+    let (store, _dir) = store().await;
+    let (pa, pb) = (Probe::new(), Probe::new());
+    let (a, b) = (EventBus::new(store.clone(), config()).unwrap(), EventBus::new(store.clone(), config()).unwrap());
+    a.subscribe("s", &["*"], pa.clone()).unwrap();
+    b.subscribe("s", &["*"], pb.clone()).unwrap();
+    let (gate_a, gate_b) = (tokio::sync::watch::Sender::new(true), tokio::sync::watch::Sender::new(false));
+    a.set_drain_gate(gate_a.subscribe()).unwrap();
+    b.set_drain_gate(gate_b.subscribe()).unwrap();
+    let (ra, _) = start(&a).await;
+    let (rb, _) = start(&b).await;
+    assert!(matches!(a.set_drain_gate(gate_a.subscribe()), Err(BusError::AlreadyStarted)));
+
+    let mut first = Vec::new();
+    for i in 0..5 {
+        first.push(append(&store, "t", &format!("{i}")).await);
+    }
+    eventually("a drained the first entries", || async { outbox_len(&store).await == 0 }).await;
+    assert_eq!(pa.seen_set(), first.iter().copied().collect());
+    assert!(pb.seen().is_empty(), "a bus behind a closed gate delivers nothing");
+
+    // The singleton moves: a's gate closes, b's opens; b delivers what follows, a nothing more.
+    gate_a.send_replace(false);
+    gate_b.send_replace(true);
+    let seen_by_a = pa.seen().len();
+    let mut second = Vec::new();
+    for i in 0..5 {
+        second.push(append(&store, "t", &format!("x{i}")).await);
+    }
+    eventually("b drained the later entries", || async { outbox_len(&store).await == 0 }).await;
+    assert!(second.iter().all(|id| pb.seen_set().contains(id)));
+    assert_eq!(pa.seen().len(), seen_by_a, "a stopped draining when its gate closed");
+    ra.shutdown(Duration::from_secs(2)).await;
+    rb.shutdown(Duration::from_secs(2)).await;
+}

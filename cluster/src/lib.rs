@@ -18,6 +18,7 @@
 mod error;
 
 pub mod detector;
+pub mod link;
 pub mod membership;
 mod mesh;
 pub mod placement;
@@ -26,6 +27,7 @@ mod tls;
 
 pub use detector::{Detector, DetectorConfig, PeerHealth};
 pub use error::{ClusterError, Result};
+pub use link::{Broadcast, LinkConfig, Links, Request};
 pub use membership::{Member, MembershipTable, NodeStatus};
 pub use runtime::{ClusterHandle, ClusterProbe, ClusterSettings, ClusterView, MemberView};
 pub use tls::TlsFiles;

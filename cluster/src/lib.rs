@@ -22,6 +22,7 @@ pub mod link;
 pub mod membership;
 mod mesh;
 pub mod placement;
+pub mod relay;
 mod runtime;
 mod tls;
 
@@ -29,5 +30,6 @@ pub use detector::{Detector, DetectorConfig, PeerHealth};
 pub use error::{ClusterError, Result};
 pub use link::{Broadcast, LinkConfig, Links, Request};
 pub use membership::{Member, MembershipTable, NodeStatus};
+pub use relay::ChannelRelay;
 pub use runtime::{ClusterHandle, ClusterProbe, ClusterSettings, ClusterView, MemberView};
 pub use tls::TlsFiles;

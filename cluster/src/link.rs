@@ -29,7 +29,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use crate::error::{ClusterError, Result};
 use crate::mesh::count_decode_failure;
 
-mod frame;
+pub(crate) mod frame;
 mod queue;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,85 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use troupe_actors::channels::HubConfig;
+
+use super::*;
+use crate::link::LinkConfig;
+
+#[test]
+fn relayed_messages_round_trip_and_foreign_ones_are_refused() {
+    let bytes = encode("room:1", b"hello").unwrap();
+    assert_eq!(bytes[0], RELAY_VERSION);
+    assert_eq!(decode(&bytes).unwrap(), Relayed { channel: "room:1", data: Raw(b"hello") });
+    assert!(decode(b"").is_err());
+    let mut future = bytes.clone();
+    future[0] = RELAY_VERSION + 1;
+    assert!(decode(&future).unwrap_err().contains("version"));
+    assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+}
+
+proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode(&bytes);
+        let mut versioned = vec![RELAY_VERSION];
+        versioned.extend_from_slice(&bytes);
+        let _ = decode(&versioned);
+    }
+}
+
+async fn node(group: &str, id: &str) -> (Links, Hub) {
+    let links = Links::start(id, LinkConfig { group: group.to_owned(), ..LinkConfig::default() }).await.unwrap();
+    let relay = ChannelRelay::new(links.clone());
+    let encoder: troupe_actors::channels::Encoder = Arc::new(|_, _, data| Bytes::copy_from_slice(data));
+    let hub = Hub::with_relay(HubConfig::default(), encoder, relay.clone());
+    relay.attach(&hub);
+    (links, hub)
+}
+
+/// Messages the hub holds for `channel` (each node numbers its own offsets, so count them instead).
+fn held(hub: &Hub, channel: &str) -> usize {
+    hub.channel_info(channel).map_or(0, |i| i.history)
+}
+
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+#[tokio::test]
+async fn a_publish_reaches_every_other_node_once_and_is_not_relayed_back() {
+    let group = format!("test.relay.{}", uuid::Uuid::now_v7());
+    let (la, a) = node(&group, "a").await;
+    let (lb, b) = node(&group, "b").await;
+    let (lc, c) = node(&group, "c").await;
+    a.publish("room", Bytes::from_static(b"1"));
+    a.publish("room", Bytes::from_static(b"2"));
+    c.publish("room", Bytes::from_static(b"3"));
+    until(|| held(&b, "room") == 3 && held(&a, "room") == 3 && held(&c, "room") == 3).await;
+    // Nothing bounces: a few more rounds of the links change nothing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!([held(&a, "room"), held(&b, "room"), held(&c, "room")], [3, 3, 3]);
+    for l in [la, lb, lc] {
+        l.stop();
+    }
+}
+
+#[tokio::test]
+async fn garbage_on_the_channels_port_is_dropped() {
+    let group = format!("test.relay.{}", uuid::Uuid::now_v7());
+    let (la, _a) = node(&group, "a").await;
+    let (lb, b) = node(&group, "b").await;
+    la.tell("b", CHANNELS_PORT, Bytes::from_static(b"\x01\xff\xff")).unwrap();
+    la.tell("b", CHANNELS_PORT, Bytes::from(encode("ok", b"x").unwrap())).unwrap();
+    until(|| held(&b, "ok") == 1).await;
+    la.stop();
+    lb.stop();
+}

@@ -32,7 +32,7 @@ use crate::mesh::count_decode_failure;
 pub(crate) mod frame;
 mod queue;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use queue::{Outgoing, PeerQueue};
 

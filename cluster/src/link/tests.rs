@@ -133,7 +133,8 @@ fn recorder(links: &Links, port: &str) -> Seen {
     seen
 }
 
-async fn until(mut f: impl FnMut() -> bool) {
+/// Waits (up to 5 s) for `f` to hold.
+pub(crate) async fn until(mut f: impl FnMut() -> bool) {
     for _ in 0..500 {
         if f() {
             return;

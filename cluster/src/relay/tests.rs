@@ -7,6 +7,7 @@ use troupe_actors::channels::HubConfig;
 
 use super::*;
 use crate::link::LinkConfig;
+use crate::link::tests::until;
 
 #[test]
 fn relayed_messages_round_trip_and_foreign_ones_are_refused() {
@@ -42,16 +43,6 @@ async fn node(group: &str, id: &str) -> (Links, Hub) {
 /// Messages the hub holds for `channel` (each node numbers its own offsets, so count them instead).
 fn held(hub: &Hub, channel: &str) -> usize {
     hub.channel_info(channel).map_or(0, |i| i.history)
-}
-
-async fn until(mut f: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached in 5 s");
 }
 
 #[tokio::test]

@@ -116,6 +116,11 @@ pub fn build(
     let settings = auth_settings(cfg)?;
     let services = DomainServices::new(store.clone(), settings).context("cannot build the services")?;
     let tokens = services.tokens();
+    if let Some(links) = links {
+        // Sessions revoked here are revoked on every node (and the others' on this one).
+        let t = tokens.clone();
+        tokens.on_revoke(troupe_cluster::relay_revocations(links, move |sid, at| t.apply_revocation(sid, at)));
+    }
     if let Some(jwks) = tokens.jwks() {
         // Runs until the last `Tokens` clone is dropped (at node shutdown).
         jwks.spawn_refresher();

@@ -175,3 +175,39 @@ async fn a_notification_reaches_the_users_websocket_on_every_node() {
         assert!(got.is_some(), "bob's socket on node {i} missed the notification");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_node_revokes_the_session_on_the_others() {
+    let Some(pg) = fresh_schema().await else { return };
+    let c = http();
+    let (nodes, admin) = three_nodes(&pg, &c).await;
+    let body = json!({"email": "leaver@example.com", "password": "correct horse battery staple", "display_name": "l"});
+    let r = c.post(nodes[0].url("/api/v1/auth/register")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let body = json!({"email": "leaver@example.com", "password": "correct horse battery staple"});
+    let login: Value =
+        c.post(nodes[0].url("/api/v1/auth/login")).json(&body).send().await.unwrap().json().await.unwrap();
+    let (access, refresh) = (login["access_token"].as_str().unwrap(), login["refresh_token"].as_str().unwrap());
+    let me = |n: &Node| c.get(n.url("/api/v1/users/me")).bearer_auth(access).send();
+    for n in &nodes {
+        assert_eq!(me(n).await.unwrap().status(), 200, "the fresh token works everywhere");
+    }
+    // The links are up with the mesh; a logout is a one-shot broadcast, so wait until node B sees both
+    // peers' inboxes through a channel round trip first.
+    let mut probe = ws_connect(&nodes[0], &admin).await;
+    subscribe(&mut probe, "public:probe").await;
+    let t0 = Instant::now();
+    publish(&c, &nodes[1], &admin, "public:probe", json!({})).await;
+    while next_matching(&mut probe, Duration::from_millis(500), data_on("public:probe")).await.is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the links never came up");
+        publish(&c, &nodes[1], &admin, "public:probe", json!({})).await;
+    }
+
+    let r = c.post(nodes[1].url("/api/v1/auth/logout")).json(&json!({"refresh_token": refresh})).send().await.unwrap();
+    assert!(r.status().is_success(), "logout: {}", r.status());
+    for (i, n) in nodes.iter().enumerate() {
+        let refused =
+            eventually(Duration::from_secs(10), || async { (me(n).await.ok()?.status() == 401).then_some(()) }).await;
+        assert!(refused.is_some(), "node {i} still accepts the logged-out session's token");
+    }
+}

@@ -31,5 +31,6 @@ pub use error::{ClusterError, Result};
 pub use link::{Broadcast, LinkConfig, Links, Request};
 pub use membership::{Member, MembershipTable, NodeStatus};
 pub use relay::ChannelRelay;
+pub use relay::sessions::relay_revocations;
 pub use runtime::{ClusterHandle, ClusterProbe, ClusterSettings, ClusterView, MemberView};
 pub use tls::TlsFiles;

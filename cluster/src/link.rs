@@ -293,8 +293,9 @@ impl Links {
         peer.map_or(0, |p| lock(&p.queue).len())
     }
 
-    /// Stops the inbox and every link (queued messages are dropped).
+    /// Stops the inbox and every link (queued messages are dropped) and forgets the handlers.
     pub fn stop(&self) {
+        self.inner.ports.write().unwrap_or_else(PoisonError::into_inner).clear();
         if let Some(inbox) = lock(&self.inner.inbox).take() {
             inbox.stop(None);
         }

@@ -23,6 +23,7 @@ use crate::link::Links;
 use crate::link::frame::Raw;
 use crate::mesh::count_decode_failure;
 
+pub mod sessions;
 #[cfg(test)]
 mod tests;
 

@@ -74,3 +74,34 @@ async fn garbage_on_the_channels_port_is_dropped() {
     la.stop();
     lb.stop();
 }
+
+#[tokio::test]
+async fn a_revoked_session_is_applied_on_every_other_node() {
+    let group = format!("test.relay.{}", uuid::Uuid::now_v7());
+    let cfg = || LinkConfig { group: group.clone(), ..LinkConfig::default() };
+    let (a, b, c) = (
+        Links::start("a", cfg()).await.unwrap(),
+        Links::start("b", cfg()).await.unwrap(),
+        Links::start("c", cfg()).await.unwrap(),
+    );
+    let applied: Arc<std::sync::Mutex<Vec<(String, String, u64)>>> = Arc::default();
+    let mut hooks = Vec::new();
+    for l in [&a, &b, &c] {
+        let (seen, me) = (applied.clone(), l.node_id().to_owned());
+        hooks.push(sessions::relay_revocations(l, move |sid, at| {
+            seen.lock().unwrap().push((me.clone(), sid.to_owned(), at));
+        }));
+    }
+    hooks[0]("sid-1", 42);
+    until(|| applied.lock().unwrap().len() == 2).await;
+    let mut got = applied.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, [("b".into(), "sid-1".into(), 42), ("c".into(), "sid-1".into(), 42)]);
+    // Garbage on the port is dropped.
+    a.tell("b", sessions::SESSIONS_PORT, Bytes::from_static(b"junk")).unwrap();
+    hooks[1]("sid-2", 7);
+    until(|| applied.lock().unwrap().len() == 4).await;
+    for l in [a, b, c] {
+        l.stop();
+    }
+}

@@ -82,6 +82,30 @@ async fn three_nodes(pg: &Pg, c: &reqwest::Client) -> (Vec<Node>, String) {
     (nodes, token)
 }
 
+/// Waits (up to 30 s) until what an admin publishes on `nodes[from]` reaches a WebSocket on every other
+/// node: the links from that node are up.
+async fn links_up(c: &reqwest::Client, nodes: &[Node], from: usize, admin: &str) {
+    let channel = format!("public:probe-{from}");
+    let mut probes = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if i != from {
+            let mut ws = ws_connect(n, admin).await;
+            subscribe(&mut ws, &channel).await;
+            probes.push(ws);
+        }
+    }
+    let t0 = Instant::now();
+    for ws in &mut probes {
+        loop {
+            publish(c, &nodes[from], admin, &channel, json!({})).await;
+            if next_matching(ws, Duration::from_millis(500), data_on(&channel)).await.is_some() {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "the links from node {from} never came up");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_on_one_node_reaches_websocket_clients_on_the_others() {
     let Some(pg) = fresh_schema().await else { return };
@@ -119,15 +143,7 @@ async fn a_notification_reaches_the_users_websocket_on_every_node() {
     let Some(pg) = fresh_schema().await else { return };
     let c = http();
     let (nodes, admin) = three_nodes(&pg, &c).await;
-    // Links are up once a publish crosses: probe with an admin publish on a channel nobody else uses.
-    let mut probe = ws_connect(&nodes[0], &admin).await;
-    subscribe(&mut probe, "public:probe").await;
-    let t0 = Instant::now();
-    publish(&c, &nodes[2], &admin, "public:probe", json!({})).await;
-    while next_matching(&mut probe, Duration::from_millis(500), data_on("public:probe")).await.is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the links never came up");
-        publish(&c, &nodes[2], &admin, "public:probe", json!({})).await;
-    }
+    links_up(&c, &nodes, 2, &admin).await;
 
     let alice = common::token_for(&c, &nodes[2], "alice@example.com").await;
     let bob = common::token_for(&c, &nodes[0], "bob@example.com").await;
@@ -192,16 +208,8 @@ async fn a_logout_on_one_node_revokes_the_session_on_the_others() {
     for n in &nodes {
         assert_eq!(me(n).await.unwrap().status(), 200, "the fresh token works everywhere");
     }
-    // The links are up with the mesh; a logout is a one-shot broadcast, so wait until node B sees both
-    // peers' inboxes through a channel round trip first.
-    let mut probe = ws_connect(&nodes[0], &admin).await;
-    subscribe(&mut probe, "public:probe").await;
-    let t0 = Instant::now();
-    publish(&c, &nodes[1], &admin, "public:probe", json!({})).await;
-    while next_matching(&mut probe, Duration::from_millis(500), data_on("public:probe")).await.is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the links never came up");
-        publish(&c, &nodes[1], &admin, "public:probe", json!({})).await;
-    }
+    // A logout is a one-shot broadcast: wait until node B's links to both peers are up.
+    links_up(&c, &nodes, 1, &admin).await;
 
     let r = c.post(nodes[1].url("/api/v1/auth/logout")).json(&json!({"refresh_token": refresh})).send().await.unwrap();
     assert!(r.status().is_success(), "logout: {}", r.status());

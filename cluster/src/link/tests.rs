@@ -222,9 +222,17 @@ async fn futures_join<F: std::future::Future<Output = Bytes> + Send + 'static>(
 }
 
 /// A peer inbox that takes frames and never answers them (a frozen node).
-struct Frozen {
-    group: String,
-    frames: Arc<AtomicUsize>,
+pub(crate) struct Frozen {
+    pub group: String,
+    pub frames: Arc<AtomicUsize>,
+}
+
+/// Starts a [`Frozen`] inbox for node `node` in `group`.
+pub(crate) async fn frozen_peer(group: &str, node: &str) -> (ActorRef<InboxMsg>, Arc<AtomicUsize>) {
+    let frames = Arc::new(AtomicUsize::new(0));
+    let frozen = Frozen { group: group.to_owned(), frames: frames.clone() };
+    let (actor, _) = Actor::spawn(Some(inbox_name(group, node)), frozen, ()).await.unwrap();
+    (actor, frames)
 }
 
 impl Actor for Frozen {
@@ -255,11 +263,7 @@ async fn a_frozen_peer_fills_only_the_bounded_queue_then_tell_is_full() {
     let g = group();
     let config = LinkConfig { max_queue_messages: 20, max_frame_bytes: 64, max_frames_in_flight: 2, ..cfg(&g) };
     let a = Links::start("a", config).await.unwrap();
-    let frames = Arc::new(AtomicUsize::new(0));
-    let (frozen, _) =
-        Actor::spawn(Some(inbox_name(&g, "frozen")), Frozen { group: g.clone(), frames: frames.clone() }, ())
-            .await
-            .unwrap();
+    let (frozen, frames) = frozen_peer(&g, "frozen").await;
     let b = Links::start("b", cfg(&g)).await.unwrap();
     let on_b = recorder(&b, "p");
 

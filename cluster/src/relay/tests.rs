@@ -76,6 +76,33 @@ async fn garbage_on_the_channels_port_is_dropped() {
 }
 
 #[tokio::test]
+async fn a_frozen_peer_never_blocks_the_publisher_and_the_others_still_get_everything() {
+    let group = format!("test.relay.{}", uuid::Uuid::now_v7());
+    let cfg =
+        LinkConfig { group: group.clone(), max_queue_messages: 10, max_frames_in_flight: 1, ..LinkConfig::default() };
+    let links = Links::start("a", cfg).await.unwrap();
+    let relay = ChannelRelay::new(links.clone());
+    let encoder: troupe_actors::channels::Encoder = Arc::new(|_, _, data| Bytes::copy_from_slice(data));
+    let a = Hub::with_relay(HubConfig::default(), encoder, relay.clone());
+    relay.attach(&a);
+    let (frozen, frames) = crate::link::tests::frozen_peer(&group, "frozen").await;
+    let (lb, b) = node(&group, "b").await;
+    for i in 0..200u32 {
+        a.publish("room", Bytes::from(i.to_be_bytes().to_vec()));
+        if i % 5 == 0 {
+            // Let b's link drain (it is bounded like the frozen one).
+            until(|| links.queued("b") == 0).await;
+        }
+    }
+    until(|| held(&b, "room") == 200).await;
+    assert_eq!(links.queued("frozen"), 10, "the frozen peer holds only its bounded queue");
+    assert_eq!(frames.load(std::sync::atomic::Ordering::SeqCst), 1, "and one unanswered frame");
+    frozen.stop(None);
+    links.stop();
+    lb.stop();
+}
+
+#[tokio::test]
 async fn a_revoked_session_is_applied_on_every_other_node() {
     let group = format!("test.relay.{}", uuid::Uuid::now_v7());
     let cfg = || LinkConfig { group: group.clone(), ..LinkConfig::default() };

@@ -106,10 +106,21 @@ impl WsAuthenticator for JwtWsAuth {
 }
 
 /// Builds the application over `store`; nothing runs until the returned children start.
-pub fn build(cfg: &NodeConfig, store: &Store, registry: &Registry) -> anyhow::Result<App> {
+/// With `links` (a clustered node), channel publishes are relayed to every other node.
+pub fn build(
+    cfg: &NodeConfig,
+    store: &Store,
+    registry: &Registry,
+    links: Option<&troupe_cluster::Links>,
+) -> anyhow::Result<App> {
     let settings = auth_settings(cfg)?;
     let services = DomainServices::new(store.clone(), settings).context("cannot build the services")?;
     let tokens = services.tokens();
+    if let Some(links) = links {
+        // Sessions revoked here are revoked on every node (and the others' on this one).
+        let t = tokens.clone();
+        tokens.on_revoke(troupe_cluster::relay_revocations(links, move |sid, at| t.apply_revocation(sid, at)));
+    }
     if let Some(jwks) = tokens.jwks() {
         // Runs until the last `Tokens` clone is dropped (at node shutdown).
         jwks.spawn_refresher();
@@ -121,7 +132,15 @@ pub fn build(cfg: &NodeConfig, store: &Store, registry: &Registry) -> anyhow::Re
         history_ttl: (!w.history_ttl.is_zero()).then_some(w.history_ttl),
         ..HubConfig::default()
     };
-    let hub = Hub::new(hub_cfg, troupe_gateway::ws::json_encoder());
+    let hub = match links {
+        Some(links) => {
+            let relay = troupe_cluster::ChannelRelay::new(links.clone());
+            let hub = Hub::with_relay(hub_cfg, troupe_gateway::ws::json_encoder(), relay.clone());
+            relay.attach(&hub);
+            hub
+        }
+        None => Hub::new(hub_cfg, troupe_gateway::ws::json_encoder()),
+    };
     let ws_cfg = WsConfig {
         queue_capacity: w.outbound_queue,
         ping_interval: w.ping_interval,

@@ -126,17 +126,22 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let registry = Registry::new();
     // Membership starts after the store and before the services: the node registers as `joining` and
     // readiness stays down (critical `cluster` probe) until a peer has answered it.
-    let cluster = match troupe_cluster::ClusterSettings::from_config(&cfg, addr).context("cluster settings")? {
+    // The links (bounded, batched cross-node messaging) carry the channel relay.
+    let (cluster, links) = match troupe_cluster::ClusterSettings::from_config(&cfg, addr).context("cluster settings")? {
         Some(settings) => {
+            let node_id = settings.node_id.clone();
             let handle = troupe_cluster::ClusterHandle::start(settings, store.clone())
                 .await
                 .context("cannot start cluster membership")?;
             registry.register_probe(handle.probe());
-            Some(handle)
+            let links = troupe_cluster::Links::start(node_id, troupe_cluster::LinkConfig::default())
+                .await
+                .context("cannot start the cluster links")?;
+            (Some(handle), Some(links))
         }
-        None => None,
+        None => (None, None),
     };
-    let mut app = crate::app::build(&cfg, &store, &registry)?;
+    let mut app = crate::app::build(&cfg, &store, &registry, links.as_ref())?;
     // Clustered: the outbox drain is a cluster singleton (the bus drains only while this node holds the
     // `bus.outbox` lease), and sharded entities (the `presence` kind) spread over the `up` members.
     let sharding = match &cluster {
@@ -241,6 +246,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     }
     if let Some(c) = &cluster {
         c.leave(grace / 2).await;
+    }
+    if let Some(l) = &links {
+        l.stop();
     }
     let _ = stop_tx.send(());
     // WebSocket connections are long-lived: close them (1001 "going away") so the server can drain.

@@ -42,6 +42,34 @@ pub enum ClusterError {
     /// A conditional write kept losing to concurrent writers.
     #[error("{0}: too much contention")]
     Contention(&'static str),
+    /// The link to a peer is full (the peer is slow, frozen or gone): the message was not queued.
+    #[error("link to {peer} is full")]
+    LinkFull {
+        /// The peer's node id.
+        peer: String,
+    },
+    /// No inbox of that peer is visible over the mesh (not connected, or this node itself).
+    #[error("peer {peer} is unreachable")]
+    Unreachable {
+        /// The peer's node id.
+        peer: String,
+    },
+    /// A call over the links got no answer before its deadline.
+    #[error("call to {port} on {peer} timed out")]
+    CallTimeout {
+        /// The peer's node id.
+        peer: String,
+        /// The port called.
+        port: String,
+    },
+    /// The callee answered a call with a failure.
+    #[error("call to {peer} failed: {reason}")]
+    CallFailed {
+        /// The peer's node id.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
     /// The cluster task has stopped.
     #[error("the cluster task has stopped")]
     Stopped,

@@ -19,16 +19,21 @@
 mod error;
 
 pub mod detector;
+pub mod link;
 pub mod membership;
 mod mesh;
 pub mod placement;
+pub mod relay;
 mod runtime;
 pub mod sharding;
 mod tls;
 
 pub use detector::{Detector, DetectorConfig, PeerHealth};
 pub use error::{ClusterError, Result};
+pub use link::{Broadcast, LinkConfig, Links, Request};
 pub use membership::{Member, MembershipTable, NodeStatus};
+pub use relay::ChannelRelay;
+pub use relay::sessions::relay_revocations;
 pub use runtime::{ClusterHandle, ClusterProbe, ClusterSettings, ClusterView, MemberView};
 pub use sharding::{Entity, EntityContext, EntityFactory, EntityKinds, ShardSettings, Sharding, UpSet};
 pub use tls::TlsFiles;

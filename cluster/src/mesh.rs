@@ -51,7 +51,7 @@ pub(crate) struct PongBody {
     pub incarnation: u64,
 }
 
-fn count_decode_failure(what: &'static str, reason: &str) {
+pub(crate) fn count_decode_failure(what: &'static str, reason: &str) {
     metrics::counter!("troupe_cluster_decode_failures_total", "what" => what).increment(1);
     tracing::warn!(what, reason, "dropping an undecodable cluster message");
 }

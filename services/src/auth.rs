@@ -406,7 +406,7 @@ impl Auth {
             let page = self.store.scan(SESSIONS_REVOKED, &Key::empty(), &scan).await?;
             for row in &page.rows {
                 if let [KeyPart::U64(at_ms), KeyPart::Str(sid)] = row.ck.0.as_slice() {
-                    self.tokens.revoke_session(sid, at_ms / 1000);
+                    self.tokens.apply_revocation(sid, at_ms / 1000);
                     loaded += 1;
                 }
             }

@@ -20,8 +20,8 @@
 //! session has expired anyway), filled from the store when the auth service starts. Verification then
 //! refuses the session's tokens with one hash lookup (none at all while the set is empty): no store
 //! read per request. The set is per node: on a cluster the logout must be propagated to every node's
-//! set (e.g. a `session.revoked` broadcast); today only the node that served the logout knows it
-//! until the others restart.
+//! set, so a clustered node installs an [`Tokens::on_revoke`] hook that broadcasts a `session.revoked` message
+//! over the cluster links, and applies the ones it receives with [`Tokens::apply_revocation`].
 //!
 //! Collaborators: `auth` (issues tokens at login/refresh), `policy` (the [`Principal`] a token yields),
 //! the gateway (verifies bearer tokens).
@@ -30,7 +30,7 @@ pub mod jwks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -204,6 +204,9 @@ pub struct IssuedToken {
     pub claims: Claims,
 }
 
+/// Told `(session id, revoked at in seconds since the epoch)` of each session this process revokes.
+pub type RevocationHook = Arc<dyn Fn(&str, u64) + Send + Sync>;
+
 struct Inner {
     algorithm: Algorithm,
     encoding: Option<EncodingKey>,
@@ -214,6 +217,8 @@ struct Inner {
     access_ttl: Duration,
     jwks: Option<jwks::Jwks>,
     revoked: Revocations,
+    /// Told about every session this process revokes (the cluster broadcasts it to the other nodes).
+    on_revoke: OnceLock<RevocationHook>,
     /// Our own access tokens that passed full verification, so a client's next requests skip the
     /// signature check and claim parsing.
     verified: VerifiedCache,
@@ -361,6 +366,7 @@ impl Tokens {
                 access_ttl,
                 jwks,
                 revoked: Revocations::default(),
+                on_revoke: OnceLock::new(),
                 verified: VerifiedCache::default(),
                 own_header_prefix: header_prefix(algorithm)?,
             }),
@@ -527,9 +533,24 @@ impl Tokens {
 
     /// Refuses every access token of session `sid` from now on (in this process), until they would
     /// all have expired: `revoked_at` (seconds since the epoch) + access TTL + leeway.
+    /// Also tells the [`Self::on_revoke`] hook, if any.
     pub fn revoke_session(&self, sid: &str, revoked_at: u64) {
+        self.apply_revocation(sid, revoked_at);
+        if let Some(hook) = self.inner.on_revoke.get() {
+            hook(sid, revoked_at);
+        }
+    }
+
+    /// [`Self::revoke_session`] without telling the hook: for revocations learnt from the store or from
+    /// another node.
+    pub fn apply_revocation(&self, sid: &str, revoked_at: u64) {
         let until = revoked_at.saturating_add(self.inner.access_ttl.as_secs()).saturating_add(LEEWAY_SECS + 1);
         self.inner.revoked.insert(sid, until, now_secs());
+    }
+
+    /// Installs the hook told about every later [`Self::revoke_session`] (once; `false` if one was set).
+    pub fn on_revoke(&self, hook: RevocationHook) -> bool {
+        self.inner.on_revoke.set(hook).is_ok()
     }
 
     /// Whether `sid` is currently revoked.

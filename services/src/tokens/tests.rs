@@ -235,6 +235,21 @@ fn revoked_sessions_are_refused_until_their_tokens_would_have_expired() {
 }
 
 #[test]
+fn the_revocation_hook_hears_local_revocations_only() {
+    let t = hs(&[7; 32]);
+    let heard: Arc<std::sync::Mutex<Vec<(String, u64)>>> = Arc::default();
+    let h = heard.clone();
+    assert!(t.on_revoke(Arc::new(move |sid: &str, at: u64| h.lock().unwrap().push((sid.to_owned(), at)))));
+    assert!(!t.clone().on_revoke(Arc::new(|_: &str, _: u64| {})), "one hook per verifier");
+    let now = now_secs();
+    t.revoke_session("local", now);
+    // Learnt from a peer or from the store: applied, not echoed.
+    t.apply_revocation("remote", now);
+    assert!(t.is_session_revoked("local") && t.is_session_revoked("remote"));
+    assert_eq!(*heard.lock().unwrap(), [("local".to_owned(), now)]);
+}
+
+#[test]
 fn own_tokens_start_with_the_precomputed_header_prefix() {
     for t in [
         hs(&[7; 32]),

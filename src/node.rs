@@ -156,6 +156,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             let sharding = troupe_cluster::Sharding::start(settings, store.clone(), c.node_id(), c.up_set(), kinds)
                 .await
                 .context("cannot start sharding")?;
+            if let Some(l) = &links {
+                sharding.use_links(l);
+            }
             Some(sharding)
         }
         None => None,

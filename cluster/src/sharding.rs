@@ -262,6 +262,8 @@ struct Inner {
     up: watch::Receiver<UpSet>,
     commands: mpsc::Sender<ManagerCmd>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set by [`Sharding::use_links`]: cross-node hops go over the batched links.
+    links: std::sync::OnceLock<crate::link::Links>,
 }
 
 /// Handle on this node's sharding (router + shard manager). Clone freely.
@@ -318,8 +320,18 @@ impl Sharding {
                 up,
                 commands: tx,
                 tasks: std::sync::Mutex::new(vec![manager_task, router_join]),
+                links: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Carries this node's cross-node hops over `links` (bounded, batched) and serves the peers'
+    /// forwarded messages from them. Without it (in-process tests) a hop is one ractor_cluster
+    /// remote call to the owner's router. Every node of a cluster must do the same. Once only.
+    pub fn use_links(&self, links: &crate::link::Links) {
+        if self.inner.links.set(links.clone()).is_ok() {
+            router::serve_links(links, self.inner.router.clone(), self.inner.settings.shards);
+        }
     }
 
     /// The settings.
@@ -406,7 +418,10 @@ impl Sharding {
             }
             Some(owner) => {
                 metrics::counter!("troupe_cluster_shard_forwards_total").increment(1);
-                router::forward(&owner, shard, kind, key, message, left).await
+                match self.inner.links.get() {
+                    Some(links) => router::forward_via_links(links, &owner, shard, kind, key, message, left).await,
+                    None => router::forward(&owner, shard, kind, key, message, left).await,
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use troupe_storage::Store;
 
 use super::{Entity, EntityContext, EntityFactory, EntityKinds, ShardTable};
 use crate::error::{ClusterError, Result};
+use crate::link::{Links, Request};
 use crate::mesh::{open, seal};
 
 const FORWARD_KIND: &str = "cluster.shard.forward";
@@ -167,15 +169,80 @@ pub(super) async fn forward(
         ractor::rpc::call::<RouterMsg, Vec<u8>, _>(&cell, |reply| RouterMsg::Forward { request, reply }, Some(left))
             .await;
     match answer {
-        Ok(ractor::rpc::CallResult::Success(bytes)) => match open::<ForwardReply>(REPLY_KIND, &bytes)? {
-            ForwardReply::Ok(v) => Ok(v),
-            ForwardReply::Unavailable(reason) => Err(unavailable(format!("at {owner}: {reason}"))),
-            ForwardReply::UnknownKind(kind) => Err(ClusterError::UnknownKind(kind)),
-            ForwardReply::Failed(reason) => Err(ClusterError::Entity(reason)),
-        },
+        Ok(ractor::rpc::CallResult::Success(bytes)) => {
+            from_wire(owner, shard, open::<ForwardReply>(REPLY_KIND, &bytes)?)
+        }
         Ok(ractor::rpc::CallResult::Timeout) => Err(unavailable(format!("owner {owner} did not answer in time"))),
         Ok(ractor::rpc::CallResult::SenderError) => Err(unavailable(format!("owner {owner} dropped the message"))),
         Err(e) => Err(unavailable(format!("not sent to {owner}: {e}"))),
+    }
+}
+
+/// The link port forwarded entity messages use.
+pub(super) const SHARD_PORT: &str = "shards";
+
+/// Forwards one message to the owner's router over the batched, bounded [`Links`] (one call on
+/// [`SHARD_PORT`], same envelopes as the ractor path): the path a clustered node uses.
+pub(super) async fn forward_via_links(
+    links: &Links,
+    owner: &str,
+    shard: u32,
+    kind: &str,
+    key: &str,
+    payload: Vec<u8>,
+    left: Duration,
+) -> Result<Vec<u8>> {
+    let unavailable = |reason: String| ClusterError::ShardUnavailable { shard, reason };
+    let body = ForwardBody {
+        kind: kind.to_owned(),
+        key: key.to_owned(),
+        payload,
+        timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+    };
+    let request = seal(FORWARD_KIND, key, &body)?;
+    match links.call(owner, SHARD_PORT, Bytes::from(request), left).await {
+        Ok(bytes) => from_wire(owner, shard, open::<ForwardReply>(REPLY_KIND, &bytes)?),
+        Err(e) => Err(unavailable(format!("to {owner}: {e}"))),
+    }
+}
+
+/// Serves [`SHARD_PORT`] requests with the local router: answers each on its own task, so the
+/// links' inbox never waits for an entity.
+pub(super) fn serve_links(links: &Links, router: ActorRef<RouterMsg>, shards: u32) {
+    links.register_call(SHARD_PORT, move |request: Request| {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let body = match open::<ForwardBody>(FORWARD_KIND, &request.payload) {
+                Ok(body) => body,
+                Err(e) => {
+                    metrics::counter!("troupe_cluster_decode_failures_total", "what" => "shard forward").increment(1);
+                    tracing::warn!(error = %e, from = %request.from, "sharding: refusing an undecodable forwarded message");
+                    request.fail("undecodable shard message");
+                    return;
+                }
+            };
+            let shard = crate::placement::shard_of(body.key.as_bytes(), shards);
+            let left = Duration::from_millis(body.timeout_ms);
+            let answer = to_wire(deliver_local(&router, &body.kind, &body.key, shard, body.payload, left).await);
+            match seal(REPLY_KIND, &body.key, &answer) {
+                Ok(bytes) => request.reply(Bytes::from(bytes)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sharding: cannot encode a forwarded answer");
+                    request.fail("cannot encode the answer");
+                }
+            }
+        });
+    });
+}
+
+fn from_wire(owner: &str, shard: u32, reply: ForwardReply) -> Result<Vec<u8>> {
+    match reply {
+        ForwardReply::Ok(v) => Ok(v),
+        ForwardReply::Unavailable(reason) => {
+            Err(ClusterError::ShardUnavailable { shard, reason: format!("at {owner}: {reason}") })
+        }
+        ForwardReply::UnknownKind(kind) => Err(ClusterError::UnknownKind(kind)),
+        ForwardReply::Failed(reason) => Err(ClusterError::Entity(reason)),
     }
 }
 

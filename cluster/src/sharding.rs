@@ -418,10 +418,7 @@ impl Sharding {
             }
             Some(owner) => {
                 metrics::counter!("troupe_cluster_shard_forwards_total").increment(1);
-                match self.inner.links.get() {
-                    Some(links) => router::forward_via_links(links, &owner, shard, kind, key, message, left).await,
-                    None => router::forward(&owner, shard, kind, key, message, left).await,
-                }
+                router::forward(self.inner.links.get(), &owner, shard, kind, key, message, left).await
             }
         }
     }

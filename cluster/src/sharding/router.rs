@@ -144,9 +144,14 @@ async fn await_answer(shard: u32, rx: oneshot::Receiver<Result<Vec<u8>>>, left: 
     }
 }
 
-/// The cross-node hop: sends `(kind, key, payload)` to `owner`'s router and returns the answer. The
-/// one place that knows how messages travel between nodes (swap for a batched link here).
+/// The link port forwarded entity messages use.
+pub(super) const SHARD_PORT: &str = "shards";
+
+/// The cross-node hop: sends `(kind, key, payload)` to `owner`'s router and returns the answer. With
+/// `links` (a clustered node) it is one link call on [`SHARD_PORT`] over the bounded, batched links;
+/// without (in-process tests) one ractor_cluster remote call to the owner's router. Same envelopes.
 pub(super) async fn forward(
+    links: Option<&Links>,
     owner: &str,
     shard: u32,
     kind: &str,
@@ -155,16 +160,18 @@ pub(super) async fn forward(
     left: Duration,
 ) -> Result<Vec<u8>> {
     let unavailable = |reason: String| ClusterError::ShardUnavailable { shard, reason };
+    let timeout_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    let body = ForwardBody { kind: kind.to_owned(), key: key.to_owned(), payload, timeout_ms };
+    let request = seal(FORWARD_KIND, key, &body)?;
+    if let Some(links) = links {
+        return match links.call(owner, SHARD_PORT, Bytes::from(request), left).await {
+            Ok(bytes) => from_wire(owner, shard, open::<ForwardReply>(REPLY_KIND, &bytes)?),
+            Err(e) => Err(unavailable(format!("to {owner}: {e}"))),
+        };
+    }
     let Some(cell) = ractor::pg::get_members(&group_name(owner)).into_iter().next() else {
         return Err(unavailable(format!("owner {owner} is not connected")));
     };
-    let body = ForwardBody {
-        kind: kind.to_owned(),
-        key: key.to_owned(),
-        payload,
-        timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-    };
-    let request = seal(FORWARD_KIND, key, &body)?;
     let answer =
         ractor::rpc::call::<RouterMsg, Vec<u8>, _>(&cell, |reply| RouterMsg::Forward { request, reply }, Some(left))
             .await;
@@ -175,34 +182,6 @@ pub(super) async fn forward(
         Ok(ractor::rpc::CallResult::Timeout) => Err(unavailable(format!("owner {owner} did not answer in time"))),
         Ok(ractor::rpc::CallResult::SenderError) => Err(unavailable(format!("owner {owner} dropped the message"))),
         Err(e) => Err(unavailable(format!("not sent to {owner}: {e}"))),
-    }
-}
-
-/// The link port forwarded entity messages use.
-pub(super) const SHARD_PORT: &str = "shards";
-
-/// Forwards one message to the owner's router over the batched, bounded [`Links`] (one call on
-/// [`SHARD_PORT`], same envelopes as the ractor path): the path a clustered node uses.
-pub(super) async fn forward_via_links(
-    links: &Links,
-    owner: &str,
-    shard: u32,
-    kind: &str,
-    key: &str,
-    payload: Vec<u8>,
-    left: Duration,
-) -> Result<Vec<u8>> {
-    let unavailable = |reason: String| ClusterError::ShardUnavailable { shard, reason };
-    let body = ForwardBody {
-        kind: kind.to_owned(),
-        key: key.to_owned(),
-        payload,
-        timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-    };
-    let request = seal(FORWARD_KIND, key, &body)?;
-    match links.call(owner, SHARD_PORT, Bytes::from(request), left).await {
-        Ok(bytes) => from_wire(owner, shard, open::<ForwardReply>(REPLY_KIND, &bytes)?),
-        Err(e) => Err(unavailable(format!("to {owner}: {e}"))),
     }
 }
 

@@ -316,7 +316,8 @@ impl Conn {
             }
         };
         if let Some(close) = close {
-            let _ = tokio::time::timeout(self.ws.inner.cfg.close_timeout, self.close_handshake(&close, wait_reply)).await;
+            let _ =
+                tokio::time::timeout(self.ws.inner.cfg.close_timeout, self.close_handshake(&close, wait_reply)).await;
         }
         self.sub.detach_writer();
         self.reader = Reader::new(0, 0);

@@ -178,9 +178,9 @@ impl Reader {
                         Control::Ping => Ok(Some(Incoming::Ping(payload.to_vec()))),
                         Control::Pong => Ok(Some(Incoming::Pong)),
                         Control::Close if payload.len() == 1 => Err(protocol("invalid close frame")),
-                        Control::Close => Ok(Some(Incoming::Close(
-                            payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])),
-                        ))),
+                        Control::Close => {
+                            Ok(Some(Incoming::Close(payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])))))
+                        }
                         Control::Reserved(_) => Err(protocol("reserved opcode")),
                     };
                 }

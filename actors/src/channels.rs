@@ -6,7 +6,12 @@
 //! [`CloseReason::Slow`] (the transport then closes the connection, WebSocket code 4008).
 //!
 //! The hub is transport-agnostic: it knows neither JSON nor HTTP; the gateway supplies the encoder and
-//! drains each subscriber's queue into its socket. Concurrency: the channel map is sharded; each channel
+//! drains each subscriber's queue into its socket. A subscriber may carry a [`DirectWrite`] (a
+//! non-blocking write to its socket, [`Subscriber::with_writer`]): then a frame published while its
+//! queue is empty is written by the publisher at once, under the queue lock, and only what the socket
+//! does not take is queued (the connection drains it with [`Subscriber::flush`]); a partly written
+//! frame stays at the head of the queue, even when the subscriber is closed as slow, so the stream is
+//! never cut inside a frame. Concurrency: the channel map is sharded; each channel
 //! has a small `state` lock (offsets, history, the subscriber set) and a `fanout` lock that orders
 //! deliveries. A publisher takes the fan-out lock before releasing the state lock, so deliveries happen
 //! in offset order while subscribes, unsubscribes and presence reads of the same channel never wait for
@@ -54,11 +59,24 @@ pub struct HubConfig {
     pub shards: usize,
     /// Start each channel's offsets at the wall clock in microseconds (true) or at 0 (false).
     pub offsets_from_clock: bool,
+    /// Threads one publish's fan-out is spread over once a channel has at least
+    /// [`PARALLEL_FANOUT_MIN`] subscribers (1 = the publishing thread only). Worth it when subscribers
+    /// write to their sockets directly: the fan-out is then one socket write per subscriber.
+    pub fanout_threads: usize,
 }
+
+/// Subscribers from which a fan-out is spread over [`HubConfig::fanout_threads`] threads.
+pub const PARALLEL_FANOUT_MIN: usize = 2048;
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { history_len: 256, history_ttl: Some(Duration::from_secs(300)), shards: 32, offsets_from_clock: true }
+        Self {
+            history_len: 256,
+            history_ttl: Some(Duration::from_secs(300)),
+            shards: 32,
+            offsets_from_clock: true,
+            fanout_threads: 1,
+        }
     }
 }
 
@@ -641,18 +659,7 @@ impl Hub {
             // stay in offset order, and subscribers never wait for a fan-out.
             let order = lock(&ch.fanout);
             drop(st);
-            let mut slow: Vec<Subscriber> = Vec::new();
-            let mut delivered = 0u64;
-            for sub in snapshot.iter() {
-                match sub.push(frame.clone(), 0) {
-                    Ok(()) => delivered += 1,
-                    Err(PushError::Full) => {
-                        self.count_slow();
-                        slow.push(sub.clone());
-                    }
-                    Err(PushError::Closed(_)) => slow.push(sub.clone()),
-                }
-            }
+            let (delivered, slow) = self.deliver_all(&snapshot, &frame);
             drop(order);
             self.inner.deliveries.fetch_add(delivered, Ordering::Relaxed);
             self.inner.metrics.deliveries.increment(delivered);
@@ -662,6 +669,56 @@ impl Hub {
             }
             return offset;
         }
+    }
+
+    /// Push `frame` to every subscriber of `snapshot` (on several threads if configured and large
+    /// enough); returns the deliveries and the subscribers to remove.
+    fn deliver_all(&self, snapshot: &[Subscriber], frame: &Bytes) -> (u64, Vec<Subscriber>) {
+        let threads = self.inner.cfg.fanout_threads.max(1);
+        if threads == 1 || snapshot.len() < PARALLEL_FANOUT_MIN {
+            return self.deliver(snapshot, frame);
+        }
+        let chunk = snapshot.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let mut others = Vec::new();
+            let mut inline = Vec::new();
+            for part in snapshot.chunks(chunk).skip(1) {
+                match std::thread::Builder::new().spawn_scoped(scope, || self.deliver(part, frame)) {
+                    Ok(h) => others.push(h),
+                    // No thread to be had: deliver this part here.
+                    Err(_) => inline.push(part),
+                }
+            }
+            let (mut delivered, mut slow) = self.deliver(&snapshot[..chunk.min(snapshot.len())], frame);
+            for part in inline {
+                let (d, s) = self.deliver(part, frame);
+                delivered += d;
+                slow.extend(s);
+            }
+            for h in others {
+                if let Ok((d, s)) = h.join() {
+                    delivered += d;
+                    slow.extend(s);
+                }
+            }
+            (delivered, slow)
+        })
+    }
+
+    fn deliver(&self, subs: &[Subscriber], frame: &Bytes) -> (u64, Vec<Subscriber>) {
+        let mut slow: Vec<Subscriber> = Vec::new();
+        let mut delivered = 0u64;
+        for sub in subs {
+            match sub.push(frame.clone(), 0) {
+                Ok(()) => delivered += 1,
+                Err(PushError::Full) => {
+                    self.count_slow();
+                    slow.push(sub.clone());
+                }
+                Err(PushError::Closed(_)) => slow.push(sub.clone()),
+            }
+        }
+        (delivered, slow)
     }
 
     fn count_slow(&self) {

@@ -12,9 +12,16 @@
 //! A client is auto-subscribed to `notifications:{user_id}`. Close codes: 4008 slow consumer, 1008 too
 //! many bad requests, 1001 keepalive timeout or server shutdown.
 //!
+//! The handshake is answered here and each connection then owns its TCP stream (taken back from hyper):
+//! `ws/frame.rs` encodes server frames once, whole, and parses client frames with tungstenite's frame
+//! header; `ws/conn.rs` runs the connection. A broadcast's frame (header included) is encoded once by
+//! [`json_encoder`] and the same bytes are written to every socket, directly by the publisher while a
+//! connection has nothing queued.
+//!
 //! Collaborators: the [`Hub`] (`troupe_actors::channels`, transport-agnostic), a [`WsAuthenticator`]
-//! (the node wires JWT verification to it), a [`ChannelPolicy`], axum's WebSocket, and `error.rs`
-//! (every HTTP error is an [`ApiError`]).
+//! (the node wires JWT verification to it), a [`ChannelPolicy`], hyper / hyper-util (the upgrade and
+//! the stream behind it), tungstenite (accept key, frame headers), and `error.rs` (every HTTP error is
+//! an [`ApiError`]).
 
 mod conn;
 mod frame;
@@ -118,11 +125,13 @@ pub struct WsConfig {
     pub ping_interval: Duration,
     /// Largest message (and frame) accepted from a client.
     pub max_message_bytes: usize,
-    /// Read buffer per connection.
+    /// Most bytes one read takes from a client's socket; the buffer exists only while a client's bytes
+    /// are pending (it grows past this only to complete one larger frame, up to `max_message_bytes`).
     pub read_buffer_bytes: usize,
-    /// Bytes buffered before frames are written to the socket (frames are also flushed per batch).
+    /// Unused since connections write frames straight from the hub's queue (no write buffer); kept so
+    /// existing configurations still build.
     pub write_buffer_bytes: usize,
-    /// Hard bound of a connection's write buffer.
+    /// Unused (see `write_buffer_bytes`): the outbound bound is `queue_capacity` frames.
     pub max_write_buffer_bytes: usize,
     /// Time allowed to deliver a close frame (and read the client's) before the socket is dropped.
     pub close_timeout: Duration,

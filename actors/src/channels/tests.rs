@@ -23,7 +23,7 @@ fn offset_of(frame: &Bytes) -> u64 {
 }
 
 fn hub(history_len: usize, ttl: Option<Duration>) -> Hub {
-    let cfg = HubConfig { history_len, history_ttl: ttl, shards: 4, offsets_from_clock: false };
+    let cfg = HubConfig { history_len, history_ttl: ttl, shards: 4, offsets_from_clock: false, ..HubConfig::default() };
     Hub::new(cfg, encoder(Arc::new(AtomicUsize::new(0))))
 }
 
@@ -424,4 +424,35 @@ fn control_frames_use_the_direct_path_and_a_failed_socket_is_reported() {
     assert_eq!(sub.queued(), 1, "kept for the connection to see the error");
     assert!(matches!(sub.flush(), Flush::Failed(e) if e.kind() == std::io::ErrorKind::ConnectionReset));
     assert!(!sub.has_writer());
+}
+
+#[test]
+fn a_fan_out_spread_over_threads_reaches_everyone_in_order() {
+    let cfg = HubConfig { offsets_from_clock: false, fanout_threads: 3, ..HubConfig::default() };
+    let hub = Hub::new(cfg, encoder(Arc::default()));
+    let n = PARALLEL_FANOUT_MIN + 1000;
+    let subs: Vec<Subscriber> = (0..n as u64).map(|i| Subscriber::new(i, "u", 4)).collect();
+    for s in &subs {
+        hub.subscribe("a", s, None);
+    }
+    for d in [b"1", b"2", b"3"] {
+        hub.publish("a", Bytes::from_static(d));
+    }
+    assert_eq!(hub.deliveries(), 3 * n as u64);
+    for s in &subs {
+        assert_eq!(offsets(s), [1, 2, 3]);
+    }
+    // A slow subscriber in any part is still found and removed.
+    for s in subs.iter().take(n - 1) {
+        drain(s);
+    }
+    for _ in 0..5 {
+        hub.publish("a", Bytes::from_static(b"x"));
+        for s in subs.iter().take(n - 1) {
+            drain(s);
+        }
+    }
+    assert_eq!(hub.slow_consumers(), 1);
+    assert_eq!(subs[n - 1].closed(), Some(CloseReason::Slow));
+    assert_eq!(hub.subscriber_count("a"), n - 1);
 }

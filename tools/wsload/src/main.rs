@@ -55,6 +55,9 @@ enum Cmd {
         /// Tokio worker threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Threads one publish's fan-out is spread over (HubConfig::fanout_threads).
+        #[arg(long, default_value_t = 1)]
+        fanout_threads: usize,
     },
     /// Open subscribers, publish at stepped rates, report rates and latencies.
     Fanout {
@@ -133,8 +136,9 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { addr, queue, history, read_buffer, nodelay, .. } => {
-                serve(addr, queue, history, read_buffer, nodelay).await
+            Cmd::Serve { addr, queue, history, read_buffer, nodelay, fanout_threads, .. } => {
+                let hub = HubConfig { history_len: history, fanout_threads, ..HubConfig::default() };
+                serve(addr, queue, hub, read_buffer, nodelay).await
             }
             Cmd::Fanout { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only, procs } => {
                 let args = FanoutArgs { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only };
@@ -171,8 +175,8 @@ impl WsAuthenticator for BenchAuth {
     }
 }
 
-async fn serve(addr: SocketAddr, queue: usize, history: usize, read_buffer: usize, nodelay: bool) -> Result<()> {
-    let hub = Hub::new(HubConfig { history_len: history, ..HubConfig::default() }, json_encoder());
+async fn serve(addr: SocketAddr, queue: usize, hub: HubConfig, read_buffer: usize, nodelay: bool) -> Result<()> {
+    let hub = Hub::new(hub, json_encoder());
     let cfg = WsConfig { queue_capacity: queue, read_buffer_bytes: read_buffer, ..WsConfig::default() };
     let policy = PrefixPolicy { public_prefixes: vec!["public:".into()] };
     let ws = WsState::new(cfg, hub, Arc::new(BenchAuth), Arc::new(policy));

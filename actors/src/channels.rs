@@ -187,6 +187,8 @@ struct Queue {
     /// before anything else (even a close frame) or the stream is corrupt.
     partial: bool,
     writer: Option<Arc<dyn DirectWrite>>,
+    /// Publishers write to `writer` themselves while nothing is queued.
+    direct: bool,
 }
 
 impl Queue {
@@ -244,28 +246,36 @@ impl std::fmt::Debug for Subscriber {
 impl Subscriber {
     /// A subscriber for connection `connection_id` of `user_id` whose queue holds `capacity` frames.
     pub fn new(connection_id: u64, user_id: impl Into<Arc<str>>, capacity: usize) -> Self {
-        Self::build(connection_id, user_id.into(), capacity, None)
+        Self::build(connection_id, user_id.into(), capacity, None, false)
     }
 
-    /// Like [`new`](Self::new), over a socket the publisher writes to directly: while nothing is queued
-    /// a frame goes straight to `writer` (no wake-up of the connection); only what the socket does not
-    /// take is queued, and the connection drains it with [`flush`](Self::flush).
+    /// Like [`new`](Self::new), over a socket the connection drains its queue into with
+    /// [`flush`](Self::flush) (vectored writes of everything queued). With `direct`, a publisher also
+    /// writes a frame straight to `writer` while nothing is queued (no wake-up of the connection) and
+    /// queues only what the socket does not take.
     pub fn with_writer(
         connection_id: u64,
         user_id: impl Into<Arc<str>>,
         capacity: usize,
         writer: Arc<dyn DirectWrite>,
+        direct: bool,
     ) -> Self {
-        Self::build(connection_id, user_id.into(), capacity, Some(writer))
+        Self::build(connection_id, user_id.into(), capacity, Some(writer), direct)
     }
 
-    fn build(connection_id: u64, user_id: Arc<str>, capacity: usize, writer: Option<Arc<dyn DirectWrite>>) -> Self {
+    fn build(
+        connection_id: u64,
+        user_id: Arc<str>,
+        capacity: usize,
+        writer: Option<Arc<dyn DirectWrite>>,
+        direct: bool,
+    ) -> Self {
         Self {
             inner: Arc::new(SubscriberInner {
                 connection_id,
                 user_id,
                 capacity: capacity.max(1),
-                queue: Mutex::new(Queue { frames: VecDeque::new(), closed: None, partial: false, writer }),
+                queue: Mutex::new(Queue { frames: VecDeque::new(), closed: None, partial: false, writer, direct }),
                 notify: Notify::new(),
                 channels: Mutex::new(Vec::new()),
             }),
@@ -319,7 +329,10 @@ impl Subscriber {
         }
         let was_empty = q.frames.is_empty();
         let mut frame = frame;
-        if was_empty && let Some(w) = &q.writer {
+        if was_empty
+            && q.direct
+            && let Some(w) = &q.writer
+        {
             match w.try_write(&frame) {
                 Ok(n) if n >= frame.len() => return Ok(()),
                 Ok(n) => {

@@ -344,7 +344,7 @@ impl DirectWrite for FakeSocket {
 }
 
 fn direct(sock: &Arc<FakeSocket>, capacity: usize) -> Subscriber {
-    Subscriber::with_writer(7, "u", capacity, sock.clone())
+    Subscriber::with_writer(7, "u", capacity, sock.clone(), true)
 }
 
 #[test]
@@ -419,7 +419,7 @@ fn control_frames_use_the_direct_path_and_a_failed_socket_is_reported() {
             Err(std::io::ErrorKind::ConnectionReset.into())
         }
     }
-    let sub = Subscriber::with_writer(1, "u", 4, Arc::new(Broken));
+    let sub = Subscriber::with_writer(1, "u", 4, Arc::new(Broken), true);
     sub.push_control(Bytes::from_static(b"pong")).unwrap();
     assert_eq!(sub.queued(), 1, "kept for the connection to see the error");
     assert!(matches!(sub.flush(), Flush::Failed(e) if e.kind() == std::io::ErrorKind::ConnectionReset));
@@ -455,4 +455,19 @@ fn a_fan_out_spread_over_threads_reaches_everyone_in_order() {
     assert_eq!(hub.slow_consumers(), 1);
     assert_eq!(subs[n - 1].closed(), Some(CloseReason::Slow));
     assert_eq!(hub.subscriber_count("a"), n - 1);
+}
+
+#[test]
+fn without_direct_writes_frames_wait_for_the_connections_flush() {
+    let sock = Arc::new(FakeSocket::default());
+    sock.open(1 << 20);
+    let sub = Subscriber::with_writer(7, "u", 8, sock.clone(), false);
+    let hub = hub(0, None);
+    hub.subscribe("a", &sub, None);
+    hub.publish("a", Bytes::from_static(b"x"));
+    hub.publish("a", Bytes::from_static(b"y"));
+    assert_eq!(sub.queued(), 2);
+    assert!(sock.wire().is_empty());
+    assert!(matches!(sub.flush(), Flush::Drained));
+    assert_eq!(sock.wire().len(), 18, "both frames, one vectored write");
 }

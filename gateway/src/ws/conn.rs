@@ -92,7 +92,7 @@ pub(super) fn run(ws: WsState, who: WsIdentity, stream: TcpStream, pre_read: Byt
     ws.inner.connections.increment(1.0);
     let cfg = &ws.inner.cfg;
     let wire = Arc::new(Wire(stream));
-    let sub = Subscriber::with_writer(id, who.user_id.as_str(), cfg.queue_capacity, wire.clone());
+    let sub = Subscriber::with_writer(id, who.user_id.as_str(), cfg.queue_capacity, wire.clone(), cfg.direct_writes);
     let mut reader = Reader::new(cfg.max_message_bytes, cfg.read_buffer_bytes);
     reader.extend(&pre_read);
     let mut conn = Conn { ws, who, sub, wire, reader, reported: 0, bad: 0 };

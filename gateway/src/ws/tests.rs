@@ -304,7 +304,13 @@ async fn ping_gets_pong() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_with_4008_and_released() {
-    let cfg = WsConfig { queue_capacity: 8, ..WsConfig::default() };
+    for direct_writes in [false, true] {
+        slow_consumer_closed(direct_writes).await;
+    }
+}
+
+async fn slow_consumer_closed(direct_writes: bool) {
+    let cfg = WsConfig { queue_capacity: 8, direct_writes, ..WsConfig::default() };
     let s = start(cfg, HubConfig { history_len: 0, ..HubConfig::default() }).await;
     let mut slow = s.connect("user:slow").await;
     let mut fast = s.connect("user:fast").await;
@@ -455,7 +461,13 @@ async fn idle_connections_hold_no_read_buffer() {
 
 #[tokio::test]
 async fn direct_writes_partial_writes_and_queued_frames_keep_one_order() {
-    let cfg = WsConfig { queue_capacity: 100_000, ..WsConfig::default() };
+    for direct_writes in [true, false] {
+        written_in_order(direct_writes).await;
+    }
+}
+
+async fn written_in_order(direct_writes: bool) {
+    let cfg = WsConfig { queue_capacity: 100_000, direct_writes, ..WsConfig::default() };
     let s = start(cfg, HubConfig { history_len: 0, ..HubConfig::default() }).await;
     let mut c = s.connect("user:1").await;
     send(&mut c, json!({"op": "subscribe", "channel": "public:order"})).await;

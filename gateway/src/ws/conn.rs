@@ -3,10 +3,11 @@
 //! a reason. The hub's queue is its mailbox. A plain task rather than a ractor actor, by measurement
 //! (`wsload mem-probe`): an idle tokio task costs 0.46 KiB of RSS, an idle ractor actor 10.6 KiB.
 //!
-//! Writes: the [`Subscriber`] holds the stream as a [`DirectWrite`], so a publisher writes a frame
-//! straight to the socket while nothing is queued (no task wake-up); what the socket does not take is
-//! queued, and this task drains it with [`Subscriber::flush`] (vectored writes) when the socket is
-//! writable again. Every write happens under the subscriber's queue lock, so frames keep one order.
+//! Writes: the [`Subscriber`] holds the stream as a [`DirectWrite`]; this task drains the queue with
+//! [`Subscriber::flush`] (everything queued in vectored writes) when woken or when the socket is
+//! writable again. With `WsConfig::direct_writes` a publisher also writes a frame straight to the
+//! socket while nothing is queued (no task wake-up) and only what the socket does not take is queued.
+//! Every write happens under the subscriber's queue lock, so frames keep one order.
 //! Reads: the task waits for readability with no buffer; the read buffer (at most `read_buffer_bytes`,
 //! more only to complete one larger frame) exists only while bytes are pending.
 

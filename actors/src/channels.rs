@@ -6,7 +6,12 @@
 //! [`CloseReason::Slow`] (the transport then closes the connection, WebSocket code 4008).
 //!
 //! The hub is transport-agnostic: it knows neither JSON nor HTTP; the gateway supplies the encoder and
-//! drains each subscriber's queue into its socket. Concurrency: the channel map is sharded; each channel
+//! drains each subscriber's queue into its socket. A subscriber may carry a [`DirectWrite`] (a
+//! non-blocking write to its socket, [`Subscriber::with_writer`]): then a frame published while its
+//! queue is empty is written by the publisher at once, under the queue lock, and only what the socket
+//! does not take is queued (the connection drains it with [`Subscriber::flush`]); a partly written
+//! frame stays at the head of the queue, even when the subscriber is closed as slow, so the stream is
+//! never cut inside a frame. Concurrency: the channel map is sharded; each channel
 //! has a small `state` lock (offsets, history, the subscriber set) and a `fanout` lock that orders
 //! deliveries. A publisher takes the fan-out lock before releasing the state lock, so deliveries happen
 //! in offset order while subscribes, unsubscribes and presence reads of the same channel never wait for
@@ -24,6 +29,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,11 +59,24 @@ pub struct HubConfig {
     pub shards: usize,
     /// Start each channel's offsets at the wall clock in microseconds (true) or at 0 (false).
     pub offsets_from_clock: bool,
+    /// Threads one publish's fan-out is spread over once a channel has at least
+    /// [`PARALLEL_FANOUT_MIN`] subscribers (1 = the publishing thread only). Worth it when subscribers
+    /// write to their sockets directly: the fan-out is then one socket write per subscriber.
+    pub fanout_threads: usize,
 }
+
+/// Subscribers from which a fan-out is spread over [`HubConfig::fanout_threads`] threads.
+pub const PARALLEL_FANOUT_MIN: usize = 2048;
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { history_len: 256, history_ttl: Some(Duration::from_secs(300)), shards: 32, offsets_from_clock: true }
+        Self {
+            history_len: 256,
+            history_ttl: Some(Duration::from_secs(300)),
+            shards: 32,
+            offsets_from_clock: true,
+            fanout_threads: 1,
+        }
     }
 }
 
@@ -132,9 +151,71 @@ pub trait Relay: Send + Sync + 'static {
 // ---------------------------------------------------------------------------------------------------
 // Subscriber: one connection's bounded outbound queue.
 
+/// A connection's socket as the hub may write to it directly: a non-blocking write. The transport
+/// implements it (the gateway over its `TcpStream`); the hub only calls it under the subscriber's queue
+/// lock, when nothing is queued, so direct writes and queued frames keep one order.
+pub trait DirectWrite: Send + Sync + 'static {
+    /// Write a prefix of `buf` without blocking: `Ok(n)` bytes were taken, `Err(WouldBlock)` none.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+
+    /// Write a prefix of the concatenation of `bufs` without blocking (default: the first buffer).
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        bufs.first().map_or(Ok(0), |b| self.try_write(b))
+    }
+}
+
+/// What [`Subscriber::flush`] did.
+#[derive(Debug)]
+pub enum Flush {
+    /// Every queued byte was written.
+    Drained,
+    /// The socket would block with bytes still queued: wait until it is writable, then flush again.
+    Blocked,
+    /// The queue is closed and its last partly written frame (if any) is complete on the wire.
+    Closed(CloseReason),
+    /// The writer failed (the connection is gone).
+    Failed(io::Error),
+}
+
+/// Most buffers one vectored write hands the writer.
+const MAX_IOV: usize = 64;
+
 struct Queue {
     frames: VecDeque<Bytes>,
     closed: Option<CloseReason>,
+    /// The first queued frame is the unwritten rest of a frame partly written already: it must go out
+    /// before anything else (even a close frame) or the stream is corrupt.
+    partial: bool,
+    writer: Option<Arc<dyn DirectWrite>>,
+    /// Publishers write to `writer` themselves while nothing is queued.
+    direct: bool,
+}
+
+impl Queue {
+    /// Drop the queued frames, but keep the rest of a partly written one.
+    fn clear(&mut self) {
+        if self.partial {
+            self.frames.truncate(1);
+        } else {
+            self.frames = VecDeque::new();
+        }
+    }
+
+    /// The writer took `n` bytes from the front of the queue.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.frames.front_mut() else { return };
+            if n >= front.len() {
+                n -= front.len();
+                self.frames.pop_front();
+                self.partial = false;
+            } else {
+                *front = front.slice(n..);
+                self.partial = true;
+                return;
+            }
+        }
+    }
 }
 
 struct SubscriberInner {
@@ -165,12 +246,36 @@ impl std::fmt::Debug for Subscriber {
 impl Subscriber {
     /// A subscriber for connection `connection_id` of `user_id` whose queue holds `capacity` frames.
     pub fn new(connection_id: u64, user_id: impl Into<Arc<str>>, capacity: usize) -> Self {
+        Self::build(connection_id, user_id.into(), capacity, None, false)
+    }
+
+    /// Like [`new`](Self::new), over a socket the connection drains its queue into with
+    /// [`flush`](Self::flush) (vectored writes of everything queued). With `direct`, a publisher also
+    /// writes a frame straight to `writer` while nothing is queued (no wake-up of the connection) and
+    /// queues only what the socket does not take.
+    pub fn with_writer(
+        connection_id: u64,
+        user_id: impl Into<Arc<str>>,
+        capacity: usize,
+        writer: Arc<dyn DirectWrite>,
+        direct: bool,
+    ) -> Self {
+        Self::build(connection_id, user_id.into(), capacity, Some(writer), direct)
+    }
+
+    fn build(
+        connection_id: u64,
+        user_id: Arc<str>,
+        capacity: usize,
+        writer: Option<Arc<dyn DirectWrite>>,
+        direct: bool,
+    ) -> Self {
         Self {
             inner: Arc::new(SubscriberInner {
                 connection_id,
-                user_id: user_id.into(),
+                user_id,
                 capacity: capacity.max(1),
-                queue: Mutex::new(Queue { frames: VecDeque::new(), closed: None }),
+                queue: Mutex::new(Queue { frames: VecDeque::new(), closed: None, partial: false, writer, direct }),
                 notify: Notify::new(),
                 channels: Mutex::new(Vec::new()),
             }),
@@ -217,12 +322,27 @@ impl Subscriber {
         }
         if q.frames.len() >= self.inner.capacity + slack {
             q.closed = Some(CloseReason::Slow);
-            q.frames = VecDeque::new();
+            q.clear();
             drop(q);
             self.inner.notify.notify_one();
             return Err(PushError::Full);
         }
         let was_empty = q.frames.is_empty();
+        let mut frame = frame;
+        if was_empty
+            && q.direct
+            && let Some(w) = &q.writer
+        {
+            match w.try_write(&frame) {
+                Ok(n) if n >= frame.len() => return Ok(()),
+                Ok(n) => {
+                    q.partial = n > 0;
+                    frame = frame.slice(n..);
+                }
+                // WouldBlock, or an error the connection sees at its next flush.
+                Err(_) => {}
+            }
+        }
         q.frames.push_back(frame);
         drop(q);
         if was_empty {
@@ -238,10 +358,77 @@ impl Subscriber {
             return false;
         }
         q.closed = Some(reason);
-        q.frames = VecDeque::new();
+        q.clear();
         drop(q);
         self.inner.notify.notify_one();
         true
+    }
+
+    /// Write queued frames to the writer given at [`with_writer`](Self::with_writer), in batches of
+    /// vectored writes, until the queue is empty or the socket would block. Never blocks. After the
+    /// queue is closed it still writes the rest of a partly written frame, then reports
+    /// [`Flush::Closed`]: the transport may then write its own close frame.
+    pub fn flush(&self) -> Flush {
+        let mut q = lock(&self.inner.queue);
+        let Some(w) = q.writer.clone() else {
+            return match q.closed {
+                Some(reason) => Flush::Closed(reason),
+                None if q.frames.is_empty() => Flush::Drained,
+                None => Flush::Blocked,
+            };
+        };
+        while !q.frames.is_empty() {
+            let iov: Vec<io::IoSlice<'_>> = q.frames.iter().take(MAX_IOV).map(|f| io::IoSlice::new(f)).collect();
+            let written = if iov.len() == 1 { w.try_write(&iov[0]) } else { w.try_write_vectored(&iov) };
+            drop(iov);
+            match written {
+                Ok(0) => {
+                    q.writer = None;
+                    return Flush::Failed(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => q.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(e) => {
+                    q.writer = None;
+                    return Flush::Failed(e);
+                }
+            }
+        }
+        if q.frames.capacity() > 4 * self.inner.capacity.max(16) {
+            q.frames.shrink_to(self.inner.capacity);
+        }
+        match q.closed {
+            Some(reason) => {
+                // Nothing will be written through the hub again: release the socket (a channel's
+                // subscriber snapshot may hold this subscriber until its next publish).
+                q.writer = None;
+                Flush::Closed(reason)
+            }
+            None => Flush::Drained,
+        }
+    }
+
+    /// Forget the writer given at [`with_writer`](Self::with_writer) (the connection is ending; later
+    /// frames are queued, and dropped with the subscriber). Idempotent.
+    pub fn detach_writer(&self) {
+        lock(&self.inner.queue).writer = None;
+    }
+
+    /// True while the subscriber writes through a [`DirectWrite`].
+    pub fn has_writer(&self) -> bool {
+        lock(&self.inner.queue).writer.is_some()
+    }
+
+    /// Wait until the queue may need a [`flush`](Self::flush) (frames were queued, or it was closed).
+    /// Cancel-safe; a wake-up may be spurious.
+    pub async fn wait(&self) {
+        {
+            let q = lock(&self.inner.queue);
+            if q.closed.is_some() || !q.frames.is_empty() {
+                return;
+            }
+        }
+        self.inner.notify.notified().await;
     }
 
     /// Wait until frames are queued (moves all of them to `out`) or the queue is closed. Cancel-safe.
@@ -485,18 +672,7 @@ impl Hub {
             // stay in offset order, and subscribers never wait for a fan-out.
             let order = lock(&ch.fanout);
             drop(st);
-            let mut slow: Vec<Subscriber> = Vec::new();
-            let mut delivered = 0u64;
-            for sub in snapshot.iter() {
-                match sub.push(frame.clone(), 0) {
-                    Ok(()) => delivered += 1,
-                    Err(PushError::Full) => {
-                        self.count_slow();
-                        slow.push(sub.clone());
-                    }
-                    Err(PushError::Closed(_)) => slow.push(sub.clone()),
-                }
-            }
+            let (delivered, slow) = self.deliver_all(&snapshot, &frame);
             drop(order);
             self.inner.deliveries.fetch_add(delivered, Ordering::Relaxed);
             self.inner.metrics.deliveries.increment(delivered);
@@ -506,6 +682,56 @@ impl Hub {
             }
             return offset;
         }
+    }
+
+    /// Push `frame` to every subscriber of `snapshot` (on several threads if configured and large
+    /// enough); returns the deliveries and the subscribers to remove.
+    fn deliver_all(&self, snapshot: &[Subscriber], frame: &Bytes) -> (u64, Vec<Subscriber>) {
+        let threads = self.inner.cfg.fanout_threads.max(1);
+        if threads == 1 || snapshot.len() < PARALLEL_FANOUT_MIN {
+            return self.deliver(snapshot, frame);
+        }
+        let chunk = snapshot.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let mut others = Vec::new();
+            let mut inline = Vec::new();
+            for part in snapshot.chunks(chunk).skip(1) {
+                match std::thread::Builder::new().spawn_scoped(scope, || self.deliver(part, frame)) {
+                    Ok(h) => others.push(h),
+                    // No thread to be had: deliver this part here.
+                    Err(_) => inline.push(part),
+                }
+            }
+            let (mut delivered, mut slow) = self.deliver(&snapshot[..chunk.min(snapshot.len())], frame);
+            for part in inline {
+                let (d, s) = self.deliver(part, frame);
+                delivered += d;
+                slow.extend(s);
+            }
+            for h in others {
+                if let Ok((d, s)) = h.join() {
+                    delivered += d;
+                    slow.extend(s);
+                }
+            }
+            (delivered, slow)
+        })
+    }
+
+    fn deliver(&self, subs: &[Subscriber], frame: &Bytes) -> (u64, Vec<Subscriber>) {
+        let mut slow: Vec<Subscriber> = Vec::new();
+        let mut delivered = 0u64;
+        for sub in subs {
+            match sub.push(frame.clone(), 0) {
+                Ok(()) => delivered += 1,
+                Err(PushError::Full) => {
+                    self.count_slow();
+                    slow.push(sub.clone());
+                }
+                Err(PushError::Closed(_)) => slow.push(sub.clone()),
+            }
+        }
+        (delivered, slow)
     }
 
     fn count_slow(&self) {

@@ -12,28 +12,38 @@
 //! A client is auto-subscribed to `notifications:{user_id}`. Close codes: 4008 slow consumer, 1008 too
 //! many bad requests, 1001 keepalive timeout or server shutdown.
 //!
+//! The handshake is answered here and each connection then owns its TCP stream (taken back from hyper):
+//! `ws/frame.rs` encodes server frames once, whole, and parses client frames with tungstenite's frame
+//! header; `ws/conn.rs` runs the connection. A broadcast's frame (header included) is encoded once by
+//! [`json_encoder`] and the same bytes are written to every socket, directly by the publisher while a
+//! connection has nothing queued.
+//!
 //! Collaborators: the [`Hub`] (`troupe_actors::channels`, transport-agnostic), a [`WsAuthenticator`]
-//! (the node wires JWT verification to it), a [`ChannelPolicy`], axum's WebSocket, and `error.rs`
-//! (every HTTP error is an [`ApiError`]).
+//! (the node wires JWT verification to it), a [`ChannelPolicy`], hyper / hyper-util (the upgrade and
+//! the stream behind it), tungstenite (accept key, frame headers), and `error.rs` (every HTTP error is
+//! an [`ApiError`]).
 
 mod conn;
+mod frame;
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use troupe_actors::channels::{Encoder, Hub};
 
 use crate::ApiError;
@@ -115,11 +125,13 @@ pub struct WsConfig {
     pub ping_interval: Duration,
     /// Largest message (and frame) accepted from a client.
     pub max_message_bytes: usize,
-    /// Read buffer per connection.
+    /// Most bytes one read takes from a client's socket; the buffer exists only while a client's bytes
+    /// are pending (it grows past this only to complete one larger frame, up to `max_message_bytes`).
     pub read_buffer_bytes: usize,
-    /// Bytes buffered before frames are written to the socket (frames are also flushed per batch).
+    /// Unused since connections write frames straight from the hub's queue (no write buffer); kept so
+    /// existing configurations still build.
     pub write_buffer_bytes: usize,
-    /// Hard bound of a connection's write buffer.
+    /// Unused (see `write_buffer_bytes`): the outbound bound is `queue_capacity` frames.
     pub max_write_buffer_bytes: usize,
     /// Time allowed to deliver a close frame (and read the client's) before the socket is dropped.
     pub close_timeout: Duration,
@@ -129,6 +141,10 @@ pub struct WsConfig {
     pub max_bad_requests: u32,
     /// Most presence entries one request returns.
     pub max_presence: usize,
+    /// Publishers write a frame straight to an idle connection's socket (no task wake-up) instead of
+    /// queueing it for the connection's batched flush. Off by default: on loopback with 15,000
+    /// subscribers the per-frame syscalls cost more than the wake-ups they save (DOCS-ws.md).
+    pub direct_writes: bool,
 }
 
 impl Default for WsConfig {
@@ -144,6 +160,7 @@ impl Default for WsConfig {
             max_subscriptions: 64,
             max_bad_requests: 32,
             max_presence: 1000,
+            direct_writes: false,
         }
     }
 }
@@ -155,6 +172,7 @@ struct WsInner {
     policy: Arc<dyn ChannelPolicy>,
     next_id: AtomicU64,
     live: AtomicU64,
+    read_buffers: AtomicUsize,
     connections: metrics::Gauge,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -183,6 +201,7 @@ impl WsState {
                 policy,
                 next_id: AtomicU64::new(1),
                 live: AtomicU64::new(0),
+                read_buffers: AtomicUsize::new(0),
                 connections: metrics::gauge!("troupe_ws_connections"),
                 shutdown,
             }),
@@ -197,6 +216,12 @@ impl WsState {
     /// Open WebSocket connections.
     pub fn connections(&self) -> u64 {
         self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the open connections hold in read buffers right now (0 when every connection is idle: a
+    /// connection allocates its read buffer only while a client's bytes are pending).
+    pub fn read_buffer_bytes(&self) -> usize {
+        self.inner.read_buffers.load(Ordering::Relaxed)
     }
 
     /// Close every connection with 1001 ("server shutting down"); connections upgraded afterwards are
@@ -215,24 +240,25 @@ impl WsState {
     }
 }
 
-/// The frame encoder the hub must use for WebSocket clients: `{"channel":…,"offset":N,"data":…}`
-/// with `data` embedded raw (it must be a JSON document; bytes that are not UTF-8 are sent as a JSON
-/// string instead). Runs once per publish.
+/// The frame encoder the hub must use for WebSocket clients: a complete WebSocket text frame
+/// (header included, unmasked) carrying `{"channel":…,"offset":N,"data":…}` with `data` embedded raw
+/// (it must be a JSON document; bytes that are not UTF-8 are sent as a JSON string instead). Runs
+/// once per publish; the same bytes go to every socket.
 pub fn json_encoder() -> Encoder {
     Arc::new(|channel: &str, offset: u64, data: &[u8]| {
-        let mut out = Vec::with_capacity(data.len() + channel.len() + 48);
-        out.extend_from_slice(b"{\"channel\":");
-        write_json_str(&mut out, channel);
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, ",\"offset\":{offset}");
-        out.extend_from_slice(b",\"data\":");
-        match std::str::from_utf8(data) {
-            Ok(s) if !s.trim().is_empty() => out.extend_from_slice(data),
-            Ok(_) => out.extend_from_slice(b"null"),
-            Err(_) => write_json_str(&mut out, &String::from_utf8_lossy(data)),
-        }
-        out.push(b'}');
-        Bytes::from(out)
+        frame::encode(frame::TEXT, data.len() + channel.len() + 48, |out| {
+            out.extend_from_slice(b"{\"channel\":");
+            write_json_str(out, channel);
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, ",\"offset\":{offset}");
+            out.extend_from_slice(b",\"data\":");
+            match std::str::from_utf8(data) {
+                Ok(s) if !s.trim().is_empty() => out.extend_from_slice(data),
+                Ok(_) => out.extend_from_slice(b"null"),
+                Err(_) => write_json_str(out, &String::from_utf8_lossy(data)),
+            }
+            out.push(b'}');
+        })
     })
 }
 
@@ -266,22 +292,60 @@ fn query_token(q: &Result<Query<TokenQuery>, QueryRejection>) -> Option<&str> {
     q.as_ref().ok().and_then(|q| q.0.token.as_deref())
 }
 
-async fn upgrade(
-    State(ws): State<WsState>,
-    headers: HeaderMap,
-    query: Result<Query<TokenQuery>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
-    let who = ws.authenticate(&headers, query_token(&query))?;
-    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let cfg = &ws.inner.cfg;
-    Ok(upgrade
-        .read_buffer_size(cfg.read_buffer_bytes)
-        .write_buffer_size(cfg.write_buffer_bytes)
-        .max_write_buffer_size(cfg.max_write_buffer_bytes)
-        .max_message_size(cfg.max_message_bytes)
-        .max_frame_size(cfg.max_message_bytes)
-        .on_upgrade(move |socket| conn::run(ws, who, socket)))
+/// True if the comma-separated header `name` has the token `token` (case-insensitive).
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The RFC 6455 handshake, answered here: the connection then takes its TCP stream back from hyper
+/// (`conn::run`), so it holds no HTTP or WebSocket library buffers while idle.
+async fn upgrade(State(ws): State<WsState>, mut req: Request) -> Result<Response, ApiError> {
+    let query = Query::<TokenQuery>::try_from_uri(req.uri());
+    let who = ws.authenticate(req.headers(), query_token(&query))?;
+    let headers = req.headers();
+    if req.version() != Version::HTTP_11 {
+        return Err(ApiError::BadRequest("WebSocket upgrades need HTTP/1.1".into()));
+    }
+    if !header_has(headers, header::CONNECTION, "upgrade") || !header_has(headers, header::UPGRADE, "websocket") {
+        return Err(ApiError::BadRequest("`Connection: upgrade` and `Upgrade: websocket` are required".into()));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return Err(ApiError::BadRequest("`Sec-WebSocket-Version: 13` is required".into()));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(ApiError::BadRequest("`Sec-WebSocket-Key` is missing".into()));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    if req.extensions().get::<hyper::upgrade::OnUpgrade>().is_none() {
+        return Err(ApiError::BadRequest("this connection cannot be upgraded".into()));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
+        };
+        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+            Ok(parts) => conn::run(ws, who, parts.io.into_inner(), parts.read_buf).await,
+            // Only a server other than axum::serve over a TcpListener gets here (TLS, a custom
+            // connection builder): the connection is dropped rather than served without its socket.
+            Err(_) => tracing::warn!("websocket upgrade over a connection that is not a plain TCP stream; dropped"),
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    if let Ok(v) = header::HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    Ok(resp)
 }
 
 #[derive(Serialize)]

@@ -23,7 +23,7 @@ fn offset_of(frame: &Bytes) -> u64 {
 }
 
 fn hub(history_len: usize, ttl: Option<Duration>) -> Hub {
-    let cfg = HubConfig { history_len, history_ttl: ttl, shards: 4, offsets_from_clock: false };
+    let cfg = HubConfig { history_len, history_ttl: ttl, shards: 4, offsets_from_clock: false, ..HubConfig::default() };
     Hub::new(cfg, encoder(Arc::new(AtomicUsize::new(0))))
 }
 
@@ -294,4 +294,180 @@ proptest::proptest! {
             hub.disconnect(&sub);
         }
     }
+}
+
+/// A socket that takes at most `room` more bytes (then `WouldBlock`), recording what it took.
+#[derive(Default)]
+struct FakeSocket {
+    room: std::sync::Mutex<usize>,
+    wire: std::sync::Mutex<Vec<u8>>,
+}
+
+impl FakeSocket {
+    fn open(&self, bytes: usize) {
+        *self.room.lock().unwrap() += bytes;
+    }
+
+    fn wire(&self) -> Vec<u8> {
+        self.wire.lock().unwrap().clone()
+    }
+}
+
+impl DirectWrite for FakeSocket {
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut room = self.room.lock().unwrap();
+        if *room == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(*room);
+        *room -= n;
+        self.wire.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn try_write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut total = 0;
+        for b in bufs {
+            match self.try_write(b) {
+                Ok(n) => {
+                    total += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Err(e) if total == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn direct(sock: &Arc<FakeSocket>, capacity: usize) -> Subscriber {
+    Subscriber::with_writer(7, "u", capacity, sock.clone(), true)
+}
+
+#[test]
+fn a_frame_goes_straight_to_the_socket_while_nothing_is_queued() {
+    let sock = Arc::new(FakeSocket::default());
+    sock.open(1 << 20);
+    let sub = direct(&sock, 4);
+    let hub = hub(0, None);
+    hub.subscribe("a", &sub, None);
+    hub.publish("a", Bytes::from_static(b"x"));
+    hub.publish("a", Bytes::from_static(b"y"));
+    assert_eq!(sub.queued(), 0, "written directly, nothing queued");
+    let mut want = 1u64.to_be_bytes().to_vec();
+    want.push(b'x');
+    want.extend_from_slice(&2u64.to_be_bytes());
+    want.push(b'y');
+    assert_eq!(sock.wire(), want);
+    assert!(matches!(sub.flush(), Flush::Drained));
+}
+
+#[test]
+fn a_partial_write_queues_the_rest_and_later_frames_follow_it_in_order() {
+    let sock = Arc::new(FakeSocket::default());
+    sock.open(5);
+    let sub = direct(&sock, 16);
+    let hub = hub(0, None);
+    hub.subscribe("a", &sub, None);
+    for d in [b"a", b"b", b"c"] {
+        hub.publish("a", Bytes::from_static(d));
+    }
+    assert_eq!(sock.wire().len(), 5, "the socket took 5 bytes of the first frame");
+    assert_eq!(sub.queued(), 3, "the rest of frame 1, frames 2 and 3");
+    assert!(matches!(sub.flush(), Flush::Blocked));
+    sock.open(7);
+    assert!(matches!(sub.flush(), Flush::Blocked), "12 bytes of 27 out");
+    assert_eq!(sub.queued(), 2);
+    sock.open(1 << 20);
+    assert!(matches!(sub.flush(), Flush::Drained));
+    hub.publish("a", Bytes::from_static(b"d"));
+    let wire = sock.wire();
+    let frames: Vec<(u64, u8)> =
+        wire.chunks(9).map(|c| (u64::from_be_bytes(c[..8].try_into().unwrap()), c[8])).collect();
+    assert_eq!(frames, [(1, b'a'), (2, b'b'), (3, b'c'), (4, b'd')]);
+}
+
+#[test]
+fn a_slow_direct_subscriber_is_closed_but_its_partly_written_frame_is_completed() {
+    let sock = Arc::new(FakeSocket::default());
+    sock.open(4);
+    let sub = direct(&sock, 2);
+    let hub = hub(0, None);
+    hub.subscribe("a", &sub, None);
+    for _ in 0..4 {
+        hub.publish("a", Bytes::from_static(b"z"));
+    }
+    assert_eq!(sub.closed(), Some(CloseReason::Slow));
+    assert_eq!(hub.slow_consumers(), 1);
+    assert_eq!(hub.subscriber_count("a"), 0);
+    assert_eq!(sub.queued(), 1, "only the rest of the partly written frame is kept");
+    assert!(matches!(sub.flush(), Flush::Blocked));
+    sock.open(1 << 20);
+    assert!(matches!(sub.flush(), Flush::Closed(CloseReason::Slow)));
+    assert_eq!(sock.wire().len(), 9, "exactly one whole frame on the wire");
+    assert!(!sub.has_writer(), "the socket is released once the queue is closed and flushed");
+}
+
+#[test]
+fn control_frames_use_the_direct_path_and_a_failed_socket_is_reported() {
+    struct Broken;
+    impl DirectWrite for Broken {
+        fn try_write(&self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::ConnectionReset.into())
+        }
+    }
+    let sub = Subscriber::with_writer(1, "u", 4, Arc::new(Broken), true);
+    sub.push_control(Bytes::from_static(b"pong")).unwrap();
+    assert_eq!(sub.queued(), 1, "kept for the connection to see the error");
+    assert!(matches!(sub.flush(), Flush::Failed(e) if e.kind() == std::io::ErrorKind::ConnectionReset));
+    assert!(!sub.has_writer());
+}
+
+#[test]
+fn a_fan_out_spread_over_threads_reaches_everyone_in_order() {
+    let cfg = HubConfig { offsets_from_clock: false, fanout_threads: 3, ..HubConfig::default() };
+    let hub = Hub::new(cfg, encoder(Arc::default()));
+    let n = PARALLEL_FANOUT_MIN + 1000;
+    let subs: Vec<Subscriber> = (0..n as u64).map(|i| Subscriber::new(i, "u", 4)).collect();
+    for s in &subs {
+        hub.subscribe("a", s, None);
+    }
+    for d in [b"1", b"2", b"3"] {
+        hub.publish("a", Bytes::from_static(d));
+    }
+    assert_eq!(hub.deliveries(), 3 * n as u64);
+    for s in &subs {
+        assert_eq!(offsets(s), [1, 2, 3]);
+    }
+    // A slow subscriber in any part is still found and removed.
+    for s in subs.iter().take(n - 1) {
+        drain(s);
+    }
+    for _ in 0..5 {
+        hub.publish("a", Bytes::from_static(b"x"));
+        for s in subs.iter().take(n - 1) {
+            drain(s);
+        }
+    }
+    assert_eq!(hub.slow_consumers(), 1);
+    assert_eq!(subs[n - 1].closed(), Some(CloseReason::Slow));
+    assert_eq!(hub.subscriber_count("a"), n - 1);
+}
+
+#[test]
+fn without_direct_writes_frames_wait_for_the_connections_flush() {
+    let sock = Arc::new(FakeSocket::default());
+    sock.open(1 << 20);
+    let sub = Subscriber::with_writer(7, "u", 8, sock.clone(), false);
+    let hub = hub(0, None);
+    hub.subscribe("a", &sub, None);
+    hub.publish("a", Bytes::from_static(b"x"));
+    hub.publish("a", Bytes::from_static(b"y"));
+    assert_eq!(sub.queued(), 2);
+    assert!(sock.wire().is_empty());
+    assert!(matches!(sub.flush(), Flush::Drained));
+    assert_eq!(sock.wire().len(), 18, "both frames, one vectored write");
 }

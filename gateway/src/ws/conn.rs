@@ -1,19 +1,27 @@
-//! One WebSocket connection: a single task that reads client ops, drains its [`Subscriber`] queue into
-//! the socket in batches (`feed` every queued frame, then one `flush`), pings every
-//! `ping_interval`, and closes with a code and a reason. The hub's queue is its mailbox. A plain task
-//! rather than a ractor actor, by measurement (`wsload mem-probe`): an idle tokio task costs 0.46 KiB
-//! of RSS, an idle ractor actor 10.6 KiB — more than the whole 6 KB budget of an idle connection.
+//! One WebSocket connection over the TCP stream it owns after the upgrade: a single task that reads
+//! client frames, pings every `ping_interval`, flushes what the hub queued and closes with a code and
+//! a reason. The hub's queue is its mailbox. A plain task rather than a ractor actor, by measurement
+//! (`wsload mem-probe`): an idle tokio task costs 0.46 KiB of RSS, an idle ractor actor 10.6 KiB.
+//!
+//! Writes: the [`Subscriber`] holds the stream as a [`DirectWrite`]; this task drains the queue with
+//! [`Subscriber::flush`] (everything queued in vectored writes) when woken or when the socket is
+//! writable again. With `WsConfig::direct_writes` a publisher also writes a frame straight to the
+//! socket while nothing is queued (no task wake-up) and only what the socket does not take is queued.
+//! Every write happens under the subscriber's queue lock, so frames keep one order.
+//! Reads: the task waits for readability with no buffer; the read buffer (at most `read_buffer_bytes`,
+//! more only to complete one larger frame) exists only while bytes are pending.
 
+use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use troupe_actors::channels::{Batch, CloseReason, Subscriber};
+use tokio::net::TcpStream;
+use troupe_actors::channels::{CloseReason, DirectWrite, Flush, Subscriber};
 
+use super::frame::{self, Incoming, Reader};
 use super::{WsIdentity, WsState, notifications_channel, valid_channel};
 
 /// Close code for a consumer that could not keep up.
@@ -39,127 +47,211 @@ enum ClientOp {
     Ping,
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-type Stream = SplitStream<WebSocket>;
+/// The connection's socket, shared with its subscriber (which writes to it directly).
+pub(crate) struct Wire(pub(crate) TcpStream);
+
+impl DirectWrite for Wire {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+}
+
+/// How the serve loop ended.
+enum Ending {
+    /// The server closes: send this close frame, then wait for the client's.
+    Close(u16, &'static str),
+    /// The client sent a close frame: answer it.
+    Reply(Option<u16>),
+    /// The socket is gone (EOF or an error).
+    Gone,
+}
 
 struct Conn {
     ws: WsState,
     who: WsIdentity,
     sub: Subscriber,
+    wire: Arc<Wire>,
+    reader: Reader,
+    /// What `reader` held at the last report to the state's read-buffer counter.
+    reported: usize,
     bad: u32,
 }
 
 fn control(v: &serde_json::Value) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
-}
-
-fn close(code: u16, reason: &'static str) -> CloseFrame {
-    CloseFrame { code, reason: Utf8Bytes::from_static(reason) }
+    frame::text(&serde_json::to_vec(v).unwrap_or_default())
 }
 
 /// The connection's task. Setup runs before the future is built, so the future holds only what the
-/// connection keeps (an async fn would also keep its `WebSocket` argument: 368 bytes per idle
-/// connection).
-pub(super) fn run(ws: WsState, who: WsIdentity, socket: WebSocket) -> impl Future<Output = ()> + Send {
+/// connection keeps.
+pub(super) fn run(ws: WsState, who: WsIdentity, stream: TcpStream, pre_read: Bytes) -> impl Future<Output = ()> + Send {
     let id = ws.inner.next_id.fetch_add(1, Ordering::Relaxed);
     ws.inner.live.fetch_add(1, Ordering::Relaxed);
     ws.inner.connections.increment(1.0);
-    let sub = Subscriber::new(id, who.user_id.as_str(), ws.inner.cfg.queue_capacity);
-    let conn = Conn { ws, who, sub, bad: 0 };
+    let cfg = &ws.inner.cfg;
+    let wire = Arc::new(Wire(stream));
+    let sub = Subscriber::with_writer(id, who.user_id.as_str(), cfg.queue_capacity, wire.clone(), cfg.direct_writes);
+    let mut reader = Reader::new(cfg.max_message_bytes, cfg.read_buffer_bytes);
+    reader.extend(&pre_read);
+    let mut conn = Conn { ws, who, sub, wire, reader, reported: 0, bad: 0 };
+    conn.report();
     let own = notifications_channel(&conn.who.user_id);
     conn.subscribe(&own, None);
-    let (sink, stream) = socket.split();
-    connection(conn, sink, stream)
+    connection(conn)
 }
 
-async fn connection(mut conn: Conn, mut sink: Sink, mut stream: Stream) {
-    let ending = conn.serve(&mut sink, &mut stream).await;
-    let (ws, sub, id) = (conn.ws.clone(), conn.sub.clone(), conn.sub.connection_id());
-    let close_timeout = ws.inner.cfg.close_timeout;
-    ws.inner.hub.disconnect(&sub);
+async fn connection(mut conn: Conn) {
+    let ending = conn.serve().await;
+    let ws = conn.ws.clone();
+    conn.finish(ending).await;
     drop(conn);
-    if let Some(frame) = ending {
-        tracing::debug!(connection = id, code = frame.code, reason = %frame.reason, "closing websocket");
-        // A peer that missed its pongs is presumably gone: try the close frame, do not wait for a reply.
-        let dead_peer = frame.reason.as_str() == KEEPALIVE_TIMEOUT;
-        // Deliver the close frame and wait for the client's reply, within the close timeout.
-        let _ = tokio::time::timeout(close_timeout, async {
-            if sink.send(Message::Close(Some(frame))).await.is_ok() && !dead_peer {
-                while let Some(Ok(_)) = stream.next().await {}
-            }
-        })
-        .await;
-    } else {
-        let _ = tokio::time::timeout(close_timeout, sink.close()).await;
-    }
     ws.inner.live.fetch_sub(1, Ordering::Relaxed);
     ws.inner.connections.decrement(1.0);
 }
 
+/// Write all of `buf` to the stream (waiting for writability).
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl Conn {
-    /// Run until the connection ends; `Some(frame)` when the server closes it.
-    async fn serve(&mut self, sink: &mut Sink, stream: &mut Stream) -> Option<CloseFrame> {
+    /// Run until the connection ends.
+    async fn serve(&mut self) -> Ending {
         let period = self.ws.inner.cfg.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = self.ws.inner.shutdown.subscribe();
         if *shutdown.borrow_and_update() {
-            return Some(close(CLOSE_GOING_AWAY, "server shutting down"));
+            return Ending::Close(CLOSE_GOING_AWAY, "server shutting down");
+        }
+        // Bytes hyper read past the upgrade request.
+        if let Some(end) = self.parse() {
+            return end;
         }
         let mut alive = true;
-        let mut batch: Vec<Bytes> = Vec::new();
+        // The socket refused queued bytes: wait for it to be writable (or for the queue to close).
+        let mut blocked = false;
         loop {
             // Unbiased: under a steady stream of frames the reads (client ops, pongs) still get their turn.
             tokio::select! {
-                b = self.sub.next_batch(&mut batch) => match b {
-                    Batch::Frames(_) => {
-                        tokio::select! {
-                            r = write_batch(sink, &mut batch) => if r.is_err() { return None },
-                            reason = self.sub.wait_closed() => return Some(close_for(reason)),
-                        }
-                        if batch.capacity() > 1024 {
-                            batch = Vec::new();
-                        }
+                r = self.wire.0.readable() => {
+                    if r.is_err() {
+                        return Ending::Gone;
                     }
-                    Batch::Closed(reason) => return Some(close_for(reason)),
-                },
-                msg = stream.next() => {
-                    alive = true;
-                    match msg {
-                        None | Some(Err(_)) => return None,
-                        Some(Ok(Message::Text(text))) => {
-                            if let Some(frame) = self.handle(text.as_str()) {
-                                return Some(frame);
+                    match self.wire.0.try_read_buf(self.reader.buffer()) {
+                        Ok(0) => return Ending::Gone,
+                        Ok(_) => {
+                            alive = true;
+                            if let Some(end) = self.parse() {
+                                return end;
                             }
                         }
-                        Some(Ok(Message::Binary(_))) => {
-                            if let Some(frame) = self.bad("bad_request", "binary messages are not supported".into()) {
-                                return Some(frame);
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) => return None,
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.parse_done(),
+                        Err(_) => return Ending::Gone,
                     }
                 },
+                () = self.sub.wait(), if !blocked => match self.flush() {
+                    Ok(b) => blocked = b,
+                    Err(end) => return end,
+                },
+                r = self.wire.0.writable(), if blocked => {
+                    if r.is_err() {
+                        return Ending::Gone;
+                    }
+                    match self.flush() {
+                        Ok(b) => blocked = b,
+                        Err(end) => return end,
+                    }
+                },
+                reason = self.sub.wait_closed(), if blocked => return close_for(reason),
                 _ = ping.tick() => {
                     if !alive {
-                        return Some(close(CLOSE_GOING_AWAY, KEEPALIVE_TIMEOUT));
+                        return Ending::Close(CLOSE_GOING_AWAY, KEEPALIVE_TIMEOUT);
                     }
                     alive = false;
-                    tokio::select! {
-                        r = sink.send(Message::Ping(Bytes::new())) => if r.is_err() { return None },
-                        reason = self.sub.wait_closed() => return Some(close_for(reason)),
-                    }
+                    // A full queue closes the subscriber as slow; the loop sees it next.
+                    let _ = self.sub.push_control(frame::ping());
                 },
                 Ok(()) = shutdown.changed() => {
-                    return Some(close(CLOSE_GOING_AWAY, "server shutting down"));
+                    return Ending::Close(CLOSE_GOING_AWAY, "server shutting down");
                 },
             }
         }
     }
 
-    /// Handle one text message; `Some(frame)` closes the connection.
-    fn handle(&mut self, text: &str) -> Option<CloseFrame> {
+    /// Write what is queued; `Ok(true)` when the socket would block with bytes left.
+    fn flush(&self) -> Result<bool, Ending> {
+        match self.sub.flush() {
+            Flush::Drained => Ok(false),
+            Flush::Blocked => Ok(true),
+            Flush::Closed(reason) => Err(close_for(reason)),
+            Flush::Failed(_) => Err(Ending::Gone),
+        }
+    }
+
+    /// Handle every complete frame read so far; `Some` ends the connection.
+    fn parse(&mut self) -> Option<Ending> {
+        let end = loop {
+            match self.reader.next() {
+                Ok(None) => break None,
+                Ok(Some(msg)) => {
+                    if let Some(end) = self.incoming(msg) {
+                        break Some(end);
+                    }
+                }
+                Err(v) => break Some(Ending::Close(v.code, v.reason)),
+            }
+        };
+        self.parse_done();
+        end
+    }
+
+    fn parse_done(&mut self) {
+        self.reader.compact();
+        self.report();
+    }
+
+    /// Keep the state's count of read-buffer bytes current.
+    fn report(&mut self) {
+        let now = self.reader.allocated();
+        if now != self.reported {
+            let counter = &self.ws.inner.read_buffers;
+            if now > self.reported {
+                counter.fetch_add(now - self.reported, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(self.reported - now, Ordering::Relaxed);
+            }
+            self.reported = now;
+        }
+    }
+
+    fn incoming(&mut self, msg: Incoming) -> Option<Ending> {
+        match msg {
+            Incoming::Text(text) => self.handle(&text),
+            Incoming::Binary => self.bad("bad_request", "binary messages are not supported".into()),
+            Incoming::Ping(payload) => {
+                let _ = self.sub.push_control(frame::pong(&payload));
+                None
+            }
+            Incoming::Pong => None,
+            Incoming::Close(code) => Some(Ending::Reply(code)),
+        }
+    }
+
+    /// Handle one text message; `Some` closes the connection.
+    fn handle(&mut self, text: &str) -> Option<Ending> {
         let op = match serde_json::from_str::<ClientOp>(text) {
             Ok(op) => op,
             Err(e) => return self.bad("bad_request", format!("malformed request: {e}")),
@@ -198,33 +290,82 @@ impl Conn {
         });
     }
 
-    fn push(&self, v: serde_json::Value) -> Option<CloseFrame> {
+    fn push(&self, v: serde_json::Value) -> Option<Ending> {
         // A full queue closes the subscriber as slow; the serve loop sees it next.
         let _ = self.sub.push_control(control(&v));
         None
     }
 
-    fn bad(&mut self, code: &str, message: String) -> Option<CloseFrame> {
+    fn bad(&mut self, code: &str, message: String) -> Option<Ending> {
         self.bad += 1;
         self.push(json!({"op": "error", "code": code, "message": message}));
-        (self.bad > self.ws.inner.cfg.max_bad_requests).then(|| close(CLOSE_POLICY, "too many bad requests"))
+        (self.bad > self.ws.inner.cfg.max_bad_requests).then_some(Ending::Close(CLOSE_POLICY, "too many bad requests"))
     }
-}
 
-fn close_for(reason: CloseReason) -> CloseFrame {
-    match reason {
-        CloseReason::Slow => close(CLOSE_SLOW, "slow consumer: outbound queue full"),
-        CloseReason::Disconnected => close(CLOSE_GOING_AWAY, "disconnected"),
+    /// Leave the hub, finish a partly written frame, then the close handshake (within the close
+    /// timeout), and release the socket.
+    async fn finish(&mut self, ending: Ending) {
+        let id = self.sub.connection_id();
+        self.ws.inner.hub.disconnect(&self.sub);
+        let (close, wait_reply) = match ending {
+            Ending::Gone => (None, false),
+            Ending::Reply(code) => (Some(frame::close(code, "")), false),
+            Ending::Close(code, reason) => {
+                tracing::debug!(connection = id, code, reason, "closing websocket");
+                // A peer that missed its pongs is presumably gone: send the close frame, do not wait.
+                (Some(frame::close(Some(code), reason)), reason != KEEPALIVE_TIMEOUT)
+            }
+        };
+        if let Some(close) = close {
+            let _ =
+                tokio::time::timeout(self.ws.inner.cfg.close_timeout, self.close_handshake(&close, wait_reply)).await;
+        }
+        self.sub.detach_writer();
+        self.reader = Reader::new(0, 0);
+        self.report();
     }
-}
 
-/// Feed every queued frame, then flush once.
-async fn write_batch(sink: &mut Sink, batch: &mut Vec<Bytes>) -> Result<(), axum::Error> {
-    for frame in batch.drain(..) {
-        match Utf8Bytes::try_from(frame) {
-            Ok(text) => sink.feed(Message::Text(text)).await?,
-            Err(_) => tracing::warn!("dropped a frame that is not UTF-8"),
+    async fn close_handshake(&mut self, close: &[u8], wait_reply: bool) {
+        // The queue is closed: only the rest of a partly written frame may remain.
+        loop {
+            match self.sub.flush() {
+                Flush::Blocked => {
+                    if self.wire.0.writable().await.is_err() {
+                        return;
+                    }
+                }
+                Flush::Failed(_) => return,
+                Flush::Drained | Flush::Closed(_) => break,
+            }
+        }
+        if write_all(&self.wire.0, close).await.is_err() || !wait_reply {
+            return;
+        }
+        // Read (and drop) until the client's close frame or the end of the stream.
+        loop {
+            if self.wire.0.readable().await.is_err() {
+                return;
+            }
+            match self.wire.0.try_read_buf(self.reader.buffer()) {
+                Ok(0) => return,
+                Ok(_) => loop {
+                    match self.reader.next() {
+                        Ok(Some(Incoming::Close(_))) | Err(_) => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+            self.parse_done();
         }
     }
-    sink.flush().await
+}
+
+fn close_for(reason: CloseReason) -> Ending {
+    match reason {
+        CloseReason::Slow => Ending::Close(CLOSE_SLOW, "slow consumer: outbound queue full"),
+        CloseReason::Disconnected => Ending::Close(CLOSE_GOING_AWAY, "disconnected"),
+    }
 }

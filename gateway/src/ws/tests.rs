@@ -304,7 +304,13 @@ async fn ping_gets_pong() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_with_4008_and_released() {
-    let cfg = WsConfig { queue_capacity: 8, ..WsConfig::default() };
+    for direct_writes in [false, true] {
+        slow_consumer_closed(direct_writes).await;
+    }
+}
+
+async fn slow_consumer_closed(direct_writes: bool) {
+    let cfg = WsConfig { queue_capacity: 8, direct_writes, ..WsConfig::default() };
     let s = start(cfg, HubConfig { history_len: 0, ..HubConfig::default() }).await;
     let mut slow = s.connect("user:slow").await;
     let mut fast = s.connect("user:fast").await;
@@ -407,4 +413,163 @@ async fn client_ops_are_served_while_frames_stream_continuously() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     publisher.await.unwrap();
+}
+
+/// Poll `cond` (a server-side state the client cannot observe directly) for up to 5 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not within 5 s: {what}"));
+}
+
+fn raw(c: &mut Client) -> &mut TcpStream {
+    match c.get_mut() {
+        MaybeTlsStream::Plain(s) => s,
+        _ => unreachable!("plain ws://"),
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_hold_no_read_buffer() {
+    use tokio::io::AsyncWriteExt;
+    let s = default_server().await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = s.connect(&format!("user:{i}")).await;
+        pong(&mut c).await;
+        clients.push(c);
+    }
+    eventually("every read buffer freed", || s.ws.read_buffer_bytes() == 0).await;
+    // A frame arriving in pieces: the buffer exists while its bytes are pending, then goes.
+    let payload = br#"{"op":"ping"}"#;
+    let mask = [7u8, 1, 2, 3];
+    let mut wire = vec![0x81, 0x80 | payload.len() as u8];
+    wire.extend_from_slice(&mask);
+    wire.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let c = &mut clients[0];
+    raw(c).write_all(&wire[..9]).await.unwrap();
+    eventually("a partial frame is buffered", || s.ws.read_buffer_bytes() > 0).await;
+    assert!(s.ws.read_buffer_bytes() <= WsConfig::default().read_buffer_bytes, "one read chunk at most");
+    raw(c).write_all(&wire[9..]).await.unwrap();
+    assert_eq!(next_json(c).await, json!({"op": "pong"}));
+    eventually("freed once the frame is complete", || s.ws.read_buffer_bytes() == 0).await;
+}
+
+#[tokio::test]
+async fn direct_writes_partial_writes_and_queued_frames_keep_one_order() {
+    for direct_writes in [true, false] {
+        written_in_order(direct_writes).await;
+    }
+}
+
+async fn written_in_order(direct_writes: bool) {
+    let cfg = WsConfig { queue_capacity: 100_000, direct_writes, ..WsConfig::default() };
+    let s = start(cfg, HubConfig { history_len: 0, ..HubConfig::default() }).await;
+    let mut c = s.connect("user:1").await;
+    send(&mut c, json!({"op": "subscribe", "channel": "public:order"})).await;
+    next_json(&mut c).await;
+    // The client reads nothing meanwhile: the first frames go straight to the socket, the kernel
+    // buffers fill (a frame is cut by a partial write), the rest is queued and flushed later.
+    let data = Bytes::from(format!("\"{}\"", "o".repeat(2_000)));
+    let n = 3_000;
+    let first = s.hub().publish("public:order", data.clone());
+    for _ in 1..n {
+        s.hub().publish("public:order", data.clone());
+    }
+    for i in 0..n {
+        let f = next_json(&mut c).await;
+        assert_eq!(f["offset"].as_u64(), Some(first + i), "frame {i} in order and whole");
+        assert_eq!(f["data"].as_str().map(str::len), Some(2_000));
+    }
+    assert_eq!(s.hub().slow_consumers(), 0);
+    assert!(pong(&mut c).await.is_empty(), "nothing more, nothing duplicated");
+}
+
+#[tokio::test]
+async fn a_message_over_64_kib_is_refused_with_1009() {
+    let s = default_server().await;
+    let mut c = s.connect("user:1").await;
+    c.send(Message::text("x".repeat((64 << 10) + 1))).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => break assert_eq!(f.code, CloseCode::Size),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    eventually("released", || s.ws.connections() == 0).await;
+}
+
+#[tokio::test]
+async fn fragmented_client_messages_are_joined() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let s = default_server().await;
+    let mut c = s.connect("user:1").await;
+    c.send(Message::Frame(Frame::message(&b"{\"op\""[..], OpCode::Data(Data::Text), false))).await.unwrap();
+    c.send(Message::Ping(Bytes::from_static(b"mid"))).await.unwrap();
+    c.send(Message::Frame(Frame::message(&b":\"pi"[..], OpCode::Data(Data::Continue), false))).await.unwrap();
+    c.send(Message::Frame(Frame::message(&b"ng\"}"[..], OpCode::Data(Data::Continue), true))).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().unwrap().unwrap() {
+            Message::Pong(p) => got.push(format!("pong frame {}", String::from_utf8_lossy(&p))),
+            Message::Text(t) => got.push(t.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, ["pong frame mid", r#"{"op":"pong"}"#], "a ping between fragments is answered first");
+}
+
+#[tokio::test]
+async fn client_close_is_answered_and_the_connection_released() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let s = default_server().await;
+    let mut c = s.connect("user:1").await;
+    c.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Normal),
+        other => panic!("{other:?}"),
+    }
+    assert!(tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().is_none(), "then the stream ends");
+    eventually("released", || s.ws.connections() == 0).await;
+    assert!(s.hub().presence("notifications:1", 10).is_empty());
+}
+
+#[tokio::test]
+async fn upgrade_requests_are_checked() {
+    let s = default_server().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/ws?token=user:1", s.addr);
+    let plain = http.get(&url).send().await.unwrap();
+    assert_eq!(plain.status().as_u16(), 400, "a plain GET is not an upgrade");
+    let old = http
+        .get(&url)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "8")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status().as_u16(), 400, "only version 13");
+    // RFC 6455's sample key and accept value, on a raw connection.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let req = "GET /ws?token=user:1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\
+               Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    // The connection is served: its first frame is the auto-subscribe ack, unmasked text.
+    assert_eq!(tcp.read_u8().await.unwrap(), 0x81);
 }

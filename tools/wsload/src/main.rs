@@ -55,6 +55,12 @@ enum Cmd {
         /// Tokio worker threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Threads one publish's fan-out is spread over (HubConfig::fanout_threads).
+        #[arg(long, default_value_t = 1)]
+        fanout_threads: usize,
+        /// Publishers write frames straight to idle sockets (WsConfig::direct_writes).
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        direct_writes: bool,
     },
     /// Open subscribers, publish at stepped rates, report rates and latencies.
     Fanout {
@@ -133,8 +139,15 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { addr, queue, history, read_buffer, nodelay, .. } => {
-                serve(addr, queue, history, read_buffer, nodelay).await
+            Cmd::Serve { addr, queue, history, read_buffer, nodelay, fanout_threads, direct_writes, .. } => {
+                let hub = HubConfig { history_len: history, fanout_threads, ..HubConfig::default() };
+                let ws = WsConfig {
+                    queue_capacity: queue,
+                    read_buffer_bytes: read_buffer,
+                    direct_writes,
+                    ..WsConfig::default()
+                };
+                serve(addr, ws, hub, nodelay).await
             }
             Cmd::Fanout { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only, procs } => {
                 let args = FanoutArgs { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only };
@@ -171,9 +184,8 @@ impl WsAuthenticator for BenchAuth {
     }
 }
 
-async fn serve(addr: SocketAddr, queue: usize, history: usize, read_buffer: usize, nodelay: bool) -> Result<()> {
-    let hub = Hub::new(HubConfig { history_len: history, ..HubConfig::default() }, json_encoder());
-    let cfg = WsConfig { queue_capacity: queue, read_buffer_bytes: read_buffer, ..WsConfig::default() };
+async fn serve(addr: SocketAddr, cfg: WsConfig, hub: HubConfig, nodelay: bool) -> Result<()> {
+    let hub = Hub::new(hub, json_encoder());
     let policy = PrefixPolicy { public_prefixes: vec!["public:".into()] };
     let ws = WsState::new(cfg, hub, Arc::new(BenchAuth), Arc::new(policy));
     let gw = GatewayConfig {

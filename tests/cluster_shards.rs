@@ -211,15 +211,21 @@ async fn metric(c: &reqwest::Client, node: &Node, name: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
 }
 
+/// Three nodes on 127.0.0.1/2/3 (the first is the seed), formed; with an admin token.
+async fn three_formed(pg: &Pg, c: &reqwest::Client) -> ([Spec; 3], Vec<Node>, String) {
+    let specs = [Spec::new("127.0.0.1"), Spec::new("127.0.0.2"), Spec::new("127.0.0.3")];
+    let seeds = specs[0].cluster_addr.clone();
+    let nodes: Vec<Node> = specs.iter().map(|s| s.start_env(pg, &seeds, COOKIE, &ENVS)).collect();
+    let token = common::token_for(c, &nodes[0], ADMIN).await;
+    form(c, &nodes.iter().collect::<Vec<_>>(), &token).await;
+    (specs, nodes, token)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_events_written_while_the_drainer_is_killed_are_all_delivered() {
     let Some(pg) = fresh_schema().await else { return };
     let c = http();
-    let specs = [Spec::new("127.0.0.1"), Spec::new("127.0.0.2"), Spec::new("127.0.0.3")];
-    let seeds = specs[0].cluster_addr.clone();
-    let mut nodes: Vec<Node> = specs.iter().map(|s| s.start_env(&pg, &seeds, COOKIE, &ENVS)).collect();
-    let token = common::token_for(&c, &nodes[0], ADMIN).await;
-    form(&c, &nodes.iter().collect::<Vec<_>>(), &token).await;
+    let (_specs, mut nodes, _token) = three_formed(&pg, &c).await;
     let author_token = common::token_for(&c, &nodes[0], "author@example.com").await;
     let fan_token = common::token_for(&c, &nodes[0], "fan@example.com").await;
     let me: Value =
@@ -288,11 +294,7 @@ async fn outbox_events_written_while_the_drainer_is_killed_are_all_delivered() {
 async fn a_rolling_restart_of_all_three_under_load_loses_no_acknowledged_write() {
     let Some(pg) = fresh_schema().await else { return };
     let c = http();
-    let specs = [Spec::new("127.0.0.1"), Spec::new("127.0.0.2"), Spec::new("127.0.0.3")];
-    let seeds = specs[0].cluster_addr.clone();
-    let mut nodes: Vec<Node> = specs.iter().map(|s| s.start_env(&pg, &seeds, COOKIE, &ENVS)).collect();
-    let token = common::token_for(&c, &nodes[0], ADMIN).await;
-    form(&c, &nodes.iter().collect::<Vec<_>>(), &token).await;
+    let (specs, mut nodes, token) = three_formed(&pg, &c).await;
 
     // Load: presence changes through whichever node is next, each naming a distinct edge; a write
     // counts as acknowledged only when answered 200.
@@ -329,7 +331,7 @@ async fn a_rolling_restart_of_all_three_under_load_loses_no_acknowledged_write()
         let status = tokio::task::block_in_place(|| nodes[k].wait_exit(Duration::from_secs(20)));
         assert!(status.success(), "node {k} stopped cleanly");
         let data = nodes[k].take_data();
-        let args = ["--cluster-addr", specs[k].cluster_addr.as_str(), "--join", seeds.as_str()];
+        let args = ["--cluster-addr", specs[k].cluster_addr.as_str(), "--join", specs[0].cluster_addr.as_str()];
         let mut envs = vec![
             ("TROUPE_STORE_BACKEND", "postgres"),
             ("TROUPE_STORE_URL", pg.url.as_str()),

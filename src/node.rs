@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 use troupe_actors::breaker::BreakerConfig;
 use troupe_actors::{Backoff, CallLimits, ChildSpec, Registry, Strategy, Supervisor, SupervisorSpec};
 use troupe_config::{LogFormat, NodeConfig};
@@ -116,8 +115,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     check_data_dir(&cfg)?;
     let store = troupe_storage::Store::open(&cfg.store, &cfg.node.data_dir).await.context("cannot open the store")?;
     let prometheus = install_metrics()?;
-    let listener =
-        TcpListener::bind(cfg.http.addr).await.with_context(|| format!("cannot listen on {}", cfg.http.addr))?;
+    let listener = troupe_gateway::listen(cfg.http.addr, cfg.http.listen_backlog)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.http.addr))?;
     let addr: SocketAddr = listener.local_addr().context("listener address")?;
 
     for warning in cfg.warnings() {
@@ -254,8 +254,13 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         l.stop();
     }
     let _ = stop_tx.send(());
-    // WebSocket connections are long-lived: close them (1001 "going away") so the server can drain.
-    app.ws.shutdown();
+    // WebSocket connections are long-lived: close them so the server can drain: 1012 "reconnect" (to
+    // another node) when the cluster drains this node, else 1001 "going away".
+    if matches!(outcome, Ok("cluster drain")) {
+        app.ws.drain();
+    } else {
+        app.ws.shutdown();
+    }
     sweeper.abort();
     match tokio::time::timeout(grace, server).await {
         Ok(Ok(Ok(()))) => {}

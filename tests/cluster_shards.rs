@@ -173,7 +173,7 @@ async fn shards_spread_move_on_kill_sigstop_and_drain_without_losing_acknowledge
     }
 
     // 4. Drain B (asked through A): its shards move to A, its WebSocket clients are told to reconnect
-    //    elsewhere (1001), it leaves and exits 0; no acknowledged write is lost.
+    //    elsewhere (1012), it leaves and exits 0; no acknowledged write is lost.
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", b.addr)).await.unwrap();
     let r = c.post(a.url(&format!("/api/v1/cluster/nodes/{b_id}/drain"))).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
@@ -187,7 +187,7 @@ async fn shards_spread_move_on_kill_sigstop_and_drain_without_losing_acknowledge
     })
     .await
     .expect("the WebSocket client was not closed");
-    assert_eq!(close, Some(1001), "reconnect elsewhere");
+    assert_eq!(close, Some(1012), "reconnect elsewhere");
     assert!(b.wait_exit(Duration::from_secs(20)).success(), "a drained node exits 0");
     wait_for(&c, &[&a], &token, &b_id, "down", |_| true, Duration::from_secs(10)).await;
     until_partitioned(&c, &[&a], &token, Duration::from_secs(10)).await;

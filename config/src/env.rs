@@ -64,6 +64,11 @@ pub const ENV_VARS: &[EnvVar] = &[
     config("TROUPE_HTTP_ADDR", "http.addr", "HTTP listen address (ip:port)."),
     config("TROUPE_HTTP_REQUEST_TIMEOUT", "http.request_timeout", "Per-request HTTP timeout (duration, e.g. 30s)."),
     config("TROUPE_HTTP_MAX_BODY_BYTES", "http.max_body_bytes", "Largest accepted HTTP request body, in bytes."),
+    config(
+        "TROUPE_HTTP_LISTEN_BACKLOG",
+        "http.listen_backlog",
+        "Pending connections queued for accept (1-65535, capped by net.core.somaxconn).",
+    ),
     config("TROUPE_CLUSTER_ADDR", "cluster.addr", "Cluster listen address (ip:port); unset = single node."),
     config("TROUPE_CLUSTER_SEEDS", "cluster.seeds", "Comma-separated host:port list of nodes to join."),
     config("TROUPE_CLUSTER_COOKIE", "cluster.cookie", "Shared cluster secret (required when clustering)."),

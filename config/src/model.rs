@@ -290,6 +290,10 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Largest request body in bytes, > 0. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// Pending connections the kernel queues for `accept` (1–65535; Linux caps it at
+    /// `net.core.somaxconn`). Default 4096: a burst of WebSocket clients reconnecting at once
+    /// overflows a short queue into SYN retransmits of 1, 3, 7… seconds.
+    pub listen_backlog: u32,
 }
 
 impl Default for HttpConfig {
@@ -298,6 +302,7 @@ impl Default for HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
+            listen_backlog: 4096,
         }
     }
 }

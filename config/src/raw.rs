@@ -39,6 +39,7 @@ pub(crate) struct RawHttp {
     pub(crate) addr: Option<String>,
     pub(crate) request_timeout: Option<String>,
     pub(crate) max_body_bytes: Option<i64>,
+    pub(crate) listen_backlog: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

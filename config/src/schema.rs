@@ -101,6 +101,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("http.addr", Kind::Str),
     key("http.request_timeout", Kind::Duration),
     key("http.max_body_bytes", Kind::Int),
+    key("http.listen_backlog", Kind::Int),
     key("cluster.addr", Kind::Str),
     key("cluster.seeds", Kind::List),
     key("cluster.cookie", Kind::Str),

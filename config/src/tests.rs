@@ -66,6 +66,7 @@ fn defaults_load_with_no_file_env_or_overrides() {
     assert_eq!(config.http.addr, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(config.http.request_timeout, Duration::from_secs(30));
     assert_eq!(config.http.max_body_bytes, 1 << 20);
+    assert_eq!(config.http.listen_backlog, 4096);
     assert_eq!(config.cluster.addr, None);
     assert!(config.cluster.seeds.is_empty());
     assert!(config.cluster.cookie.is_none());
@@ -562,6 +563,9 @@ fn integer_ranges() {
     assert_one_error(from_toml("[supervisor]\nmax_restarts = -1\n"), "supervisor.max_restarts", "got -1");
     assert_one_error(from_toml("[calls]\nmax_in_flight = 0\n"), "calls.max_in_flight", "from 1");
     assert_one_error(from_toml("[http]\nmax_body_bytes = 0\n"), "http.max_body_bytes", "from 1");
+    assert_one_error(from_toml("[http]\nlisten_backlog = 0\n"), "http.listen_backlog", "from 1 to 65535, got 0");
+    assert_one_error(from_toml("[http]\nlisten_backlog = 65536\n"), "http.listen_backlog", "got 65536");
+    assert_eq!(from_toml("[http]\nlisten_backlog = 128\n").unwrap().http.listen_backlog, 128);
     assert_eq!(from_toml("[supervisor]\nmax_restarts = 0\n").unwrap().supervisor.max_restarts, 0);
 }
 

@@ -97,6 +97,12 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
             .field("http.request_timeout", raw.http.request_timeout, d.http.request_timeout, |s| positive_duration(&s)),
         max_body_bytes: c
             .field("http.max_body_bytes", raw.http.max_body_bytes, d.http.max_body_bytes, |v| int_at_least(v, 1usize)),
+        listen_backlog: c.field("http.listen_backlog", raw.http.listen_backlog, d.http.listen_backlog, |v| {
+            int_at_least(v, 1u32)
+                .ok()
+                .filter(|n| *n <= 65535)
+                .ok_or_else(|| format!("must be an integer from 1 to 65535, got {v}"))
+        }),
     };
 
     let cluster = ClusterConfig {

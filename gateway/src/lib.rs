@@ -122,6 +122,18 @@ impl GatewayState {
     }
 }
 
+/// A TCP listener on `addr` whose kernel accept queue holds `backlog` pending connections (Linux caps
+/// it at `net.core.somaxconn`). `TcpListener::bind` asks for 128, which a burst of reconnecting
+/// WebSocket clients overflows: SYNs are then dropped and retried after 1, 3, 7… seconds
+/// (BENCHMARKS §5 measured 15,000 clients taking 112 s to connect with 128, seconds with 4096).
+pub async fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std and tokio do: a restarted node may bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// The node's router with the full middleware stack.
 pub fn router(cfg: &GatewayConfig, state: GatewayState) -> Router {
     let timeout = cfg.request_timeout;

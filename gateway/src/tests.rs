@@ -215,3 +215,25 @@ async fn request_ids_are_echoed_or_generated_on_every_response() {
     }
     assert_ne!(seen[0], seen[1]);
 }
+
+/// Connections that complete the TCP handshake while the server has not yet accepted any: the kernel
+/// queues up to about `backlog` of them and drops further SYNs (the client then retries after 1 s).
+async fn queued_without_accept(backlog: u32, clients: usize) -> usize {
+    let listener = crate::listen("127.0.0.1:0".parse().unwrap(), backlog).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts =
+        (0..clients).map(|_| tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)));
+    let results = futures::future::join_all(attempts).await;
+    let connected: Vec<_> = results.into_iter().filter_map(|r| r.ok().and_then(Result::ok)).collect();
+    drop(listener);
+    connected.len()
+}
+
+#[tokio::test]
+async fn listen_applies_the_backlog() {
+    // A long queue takes a burst the default of `TcpListener::bind` (128) would drop part of.
+    assert_eq!(queued_without_accept(4096, 300).await, 300);
+    // The control: the same burst against a short queue leaves clients waiting on SYN retries.
+    let short = queued_without_accept(8, 300).await;
+    assert!(short < 300, "a backlog of 8 queued {short} of 300 connections");
+}

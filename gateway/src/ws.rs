@@ -10,7 +10,8 @@
 //!   `{"op":"unsubscribed","channel":"…"}`, `{"op":"pong"}`, `{"op":"error","code":"…","message":"…"}`.
 //!
 //! A client is auto-subscribed to `notifications:{user_id}`. Close codes: 4008 slow consumer, 1008 too
-//! many bad requests, 1001 keepalive timeout or server shutdown.
+//! many bad requests, 1001 keepalive timeout or server shutdown, 1012 the node is draining out of its
+//! cluster (reconnect, to another node).
 //!
 //! The handshake is answered here and each connection then owns its TCP stream (taken back from hyper):
 //! `ws/frame.rs` encodes server frames once, whole, and parses client frames with tungstenite's frame
@@ -174,7 +175,8 @@ struct WsInner {
     live: AtomicU64,
     read_buffers: AtomicUsize,
     connections: metrics::Gauge,
-    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Set once: the close code and reason every connection ends with.
+    shutdown: tokio::sync::watch::Sender<Option<(u16, &'static str)>>,
 }
 
 /// Everything the WebSocket routes need. Cheap to clone.
@@ -192,7 +194,7 @@ impl std::fmt::Debug for WsState {
 impl WsState {
     /// State over `hub` (build it with [`json_encoder`]), an authenticator and a channel policy.
     pub fn new(cfg: WsConfig, hub: Hub, auth: Arc<dyn WsAuthenticator>, policy: Arc<dyn ChannelPolicy>) -> Self {
-        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let (shutdown, _) = tokio::sync::watch::channel(None);
         Self {
             inner: Arc::new(WsInner {
                 cfg,
@@ -227,7 +229,25 @@ impl WsState {
     /// Close every connection with 1001 ("server shutting down"); connections upgraded afterwards are
     /// closed the same way at once. Each finishes its close handshake within `close_timeout`.
     pub fn shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
+        self.close_all(conn::CLOSE_GOING_AWAY, "server shutting down");
+    }
+
+    /// Close every connection with 1012 ("service restart": reconnect, and the load balancer picks
+    /// another node), as [`shutdown`](Self::shutdown) does otherwise: the node is draining out of its
+    /// cluster and clients should not wait for it.
+    pub fn drain(&self) {
+        self.close_all(conn::CLOSE_RECONNECT, "node draining: reconnect to another node");
+    }
+
+    fn close_all(&self, code: u16, reason: &'static str) {
+        // The first reason wins: a drain that turns into a shutdown keeps telling clients to reconnect.
+        self.inner.shutdown.send_if_modified(|now| {
+            let first = now.is_none();
+            if first {
+                *now = Some((code, reason));
+            }
+            first
+        });
     }
 
     fn authenticate(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<WsIdentity, WsAuthError> {

@@ -30,6 +30,8 @@ pub(crate) const CLOSE_SLOW: u16 = 4008;
 pub(crate) const CLOSE_POLICY: u16 = 1008;
 /// Close code for keepalive timeouts and server shutdown.
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a node draining out of its cluster: "service restart", reconnect (elsewhere).
+pub(crate) const CLOSE_RECONNECT: u16 = 1012;
 /// Close reason for a peer that missed its pong.
 const KEEPALIVE_TIMEOUT: &str = "keepalive timeout";
 
@@ -133,8 +135,8 @@ impl Conn {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = self.ws.inner.shutdown.subscribe();
-        if *shutdown.borrow_and_update() {
-            return Ending::Close(CLOSE_GOING_AWAY, "server shutting down");
+        if let Some((code, reason)) = *shutdown.borrow_and_update() {
+            return Ending::Close(code, reason);
         }
         // Bytes hyper read past the upgrade request.
         if let Some(end) = self.parse() {
@@ -185,7 +187,9 @@ impl Conn {
                     let _ = self.sub.push_control(frame::ping());
                 },
                 Ok(()) = shutdown.changed() => {
-                    return Ending::Close(CLOSE_GOING_AWAY, "server shutting down");
+                    if let Some((code, reason)) = *shutdown.borrow_and_update() {
+                        return Ending::Close(code, reason);
+                    }
                 },
             }
         }

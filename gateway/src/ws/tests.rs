@@ -386,6 +386,34 @@ async fn shutdown_closes_connections_with_1001() {
     }
 }
 
+#[tokio::test]
+async fn drain_closes_connections_with_1012_and_a_later_shutdown_keeps_it() {
+    let s = default_server().await;
+    let mut c = s.connect("user:1").await;
+    s.ws.drain();
+    s.ws.shutdown();
+    match tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1012);
+            assert!(f.reason.contains("reconnect"), "{}", f.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A connection upgraded after the drain is closed the same way at once.
+    let (mut late, _) = connect_async(s.url("user:2")).await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(m) = late.next().await {
+            if let Ok(Message::Close(f)) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1012));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ops_are_served_while_frames_stream_continuously() {
     let s = default_server().await;

@@ -5,9 +5,11 @@
 //! - `wsload fanout`: opens N subscribers on one channel from several 127.0.0.x source addresses, then
 //!   publishes at stepped rates through `POST /api/v1/channels/{name}/publish` with a timestamp in each
 //!   message and reports deliveries/s, delivery latency percentiles, the server's CPU-seconds per million
-//!   deliveries and its RSS per idle connection (`--server-pid`). `--procs P` spreads the subscribers over
-//!   P child processes (one process holds at most ~19k sockets here), which report their latency
-//!   histograms back; the figures are summed histograms, not averaged percentiles.
+//!   deliveries and its RSS per idle connection (`--server-pid`). `--server A,B,C` spreads the
+//!   subscribers over several nodes of a cluster (publishing to the first; `--token` for a real node's
+//!   JWT; `cluster.sh` starts three nodes and runs it). `--procs P` spreads the subscribers over P child
+//!   processes (one process holds at most ~19k sockets here), which report their latency histograms
+//!   back; the figures are summed histograms, not averaged percentiles.
 //! - `wsload mem-probe`: RSS per idle tokio task vs per idle ractor actor, to choose the connection design.
 //!
 //! Collaborators: troupe-gateway (the server side), tokio-tungstenite (clients), reqwest (publisher).
@@ -61,35 +63,14 @@ enum Cmd {
         /// Publishers write frames straight to idle sockets (WsConfig::direct_writes).
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         direct_writes: bool,
+        /// Listen backlog (the node's `http.listen_backlog`; 128 is what `TcpListener::bind` asks for).
+        #[arg(long, default_value_t = 4096)]
+        backlog: u32,
     },
     /// Open subscribers, publish at stepped rates, report rates and latencies.
     Fanout {
-        /// Server address (host:port).
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        server: SocketAddr,
-        /// Subscribers to open.
-        #[arg(long, default_value_t = 1000)]
-        conns: usize,
-        /// Source addresses 127.0.0.2 … 127.0.0.(1+sources).
-        #[arg(long, default_value_t = 4)]
-        sources: u8,
-        #[arg(long, default_value = "public:bench")]
-        channel: String,
-        /// Publishes per second, one step each (comma separated).
-        #[arg(long, value_delimiter = ',', default_value = "10,20,40")]
-        rates: Vec<u32>,
-        /// Seconds per step.
-        #[arg(long, default_value_t = 5)]
-        secs: u64,
-        /// Pid of the server, to read its RSS and CPU time from /proc.
-        #[arg(long)]
-        server_pid: Option<u32>,
-        /// Bytes of padding in each message.
-        #[arg(long, default_value_t = 0)]
-        pad: usize,
-        /// Only connect, measure RSS per idle connection, and exit.
-        #[arg(long)]
-        idle_only: bool,
+        #[command(flatten)]
+        args: FanoutArgs,
         /// Client processes holding the subscribers (0 = this process). Each holds conns/procs sockets,
         /// so one process stays under `ulimit -n`, and reports its latency histogram to this one.
         #[arg(long, default_value_t = 0)]
@@ -99,8 +80,10 @@ enum Cmd {
     /// stdin with its counters on stdout.
     #[command(hide = true)]
     SubWorker {
+        #[arg(long, value_delimiter = ',')]
+        server: Vec<SocketAddr>,
         #[arg(long)]
-        server: SocketAddr,
+        token: Option<String>,
         #[arg(long)]
         first: usize,
         #[arg(long)]
@@ -109,6 +92,8 @@ enum Cmd {
         sources: u8,
         #[arg(long)]
         channel: String,
+        #[arg(long)]
+        connect_concurrency: usize,
     },
     /// In-process hub fan-out cost, no sockets: publish to N subscriber queues.
     HubBench {
@@ -139,7 +124,9 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { addr, queue, history, read_buffer, nodelay, fanout_threads, direct_writes, .. } => {
+            Cmd::Serve {
+                addr, queue, history, read_buffer, nodelay, fanout_threads, direct_writes, backlog, ..
+            } => {
                 let hub = HubConfig { history_len: history, fanout_threads, ..HubConfig::default() };
                 let ws = WsConfig {
                     queue_capacity: queue,
@@ -147,13 +134,10 @@ fn main() -> Result<()> {
                     direct_writes,
                     ..WsConfig::default()
                 };
-                serve(addr, ws, hub, nodelay).await
+                serve(addr, ws, hub, nodelay, backlog).await
             }
-            Cmd::Fanout { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only, procs } => {
-                let args = FanoutArgs { server, conns, sources, channel, rates, secs, server_pid, pad, idle_only };
-                fanout(args, procs).await
-            }
-            Cmd::SubWorker { server, first, conns, sources, channel } => {
+            Cmd::Fanout { args, procs } => fanout(args, procs).await,
+            Cmd::SubWorker { server, token, first, conns, sources, channel, connect_concurrency } => {
                 let args = FanoutArgs {
                     server,
                     conns,
@@ -161,9 +145,12 @@ fn main() -> Result<()> {
                     channel,
                     rates: Vec::new(),
                     secs: 0,
-                    server_pid: None,
+                    server_pid: Vec::new(),
+                    token,
                     pad: 0,
                     idle_only: false,
+                    settle: 0,
+                    connect_concurrency,
                 };
                 sub_worker(args, first).await
             }
@@ -184,7 +171,7 @@ impl WsAuthenticator for BenchAuth {
     }
 }
 
-async fn serve(addr: SocketAddr, cfg: WsConfig, hub: HubConfig, nodelay: bool) -> Result<()> {
+async fn serve(addr: SocketAddr, cfg: WsConfig, hub: HubConfig, nodelay: bool, backlog: u32) -> Result<()> {
     let hub = Hub::new(hub, json_encoder());
     let policy = PrefixPolicy { public_prefixes: vec!["public:".into()] };
     let ws = WsState::new(cfg, hub, Arc::new(BenchAuth), Arc::new(policy));
@@ -196,12 +183,14 @@ async fn serve(addr: SocketAddr, cfg: WsConfig, hub: HubConfig, nodelay: bool) -
         allow_kill: false,
     };
     let state = GatewayState::new(&gw, troupe_actors::Registry::new(), None).with_ws(ws);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    let listener = troupe_gateway::listen(addr, backlog).await.with_context(|| format!("bind {addr}"))?;
     eprintln_line(&format!("wsload server pid {} on {}", std::process::id(), listener.local_addr()?));
     let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(nodelay);
     });
-    axum::serve(listener, router(&gw, state)).await?;
+    // As the node serves it (src/node.rs): per-connection service clones stay cheap, and the rate
+    // limiter sees the peer address.
+    axum::serve(listener, router(&gw, state).into_make_service_with_connect_info::<SocketAddr>()).await?;
     Ok(())
 }
 
@@ -217,6 +206,22 @@ fn report(s: &str) {
 
 // --------------------------------------------------------------------------------------------------
 // Measurements from /proc.
+
+/// Summed RSS of `pids` (None if there are none or one is gone).
+fn rss_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_kib(p)).sum()
+}
+
+/// Summed CPU time of `pids`.
+fn cpu_sum(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_secs(p)).sum()
+}
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -284,16 +289,46 @@ fn quantile(counts: &[u64], q: f64) -> f64 {
 // --------------------------------------------------------------------------------------------------
 // Fan-out client.
 
+#[derive(clap::Args)]
 struct FanoutArgs {
-    server: SocketAddr,
+    /// Server addresses (host:port, comma separated): subscriber i connects to server i mod n;
+    /// publishes go to the first (the others receive them over the cluster's relay).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9000")]
+    server: Vec<SocketAddr>,
+    /// Subscribers to open.
+    #[arg(long, default_value_t = 1000)]
     conns: usize,
+    /// Source addresses 127.0.0.2 … 127.0.0.(1+sources).
+    #[arg(long, default_value_t = 4)]
     sources: u8,
+    #[arg(long, default_value = "public:bench")]
     channel: String,
+    /// Publishes per second, one step each (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "10,20,40")]
     rates: Vec<u32>,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 5)]
     secs: u64,
-    server_pid: Option<u32>,
+    /// Pids of the servers (comma separated), to read their summed RSS and CPU time from /proc.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Bearer token of every subscriber and of the publisher (a real node's JWT, from an admin's
+    /// login); unset = the bench server's tokens (`u{i}` per subscriber, `admin` to publish).
+    #[arg(long)]
+    token: Option<String>,
+    /// Bytes of padding in each message.
+    #[arg(long, default_value_t = 0)]
     pad: usize,
+    /// Only connect, measure RSS per idle connection, and exit.
+    #[arg(long)]
     idle_only: bool,
+    /// Seconds after connecting at which the idle RSS is read (the allocator returns the burst's
+    /// freed pages lazily); RSS is also read 2 s after connecting.
+    #[arg(long, default_value_t = 15)]
+    settle: u64,
+    /// Handshakes each client process has in flight at most (0 = all at once: a reconnect storm).
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
 }
 
 struct Shared {
@@ -311,12 +346,21 @@ fn stamp(frame: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-async fn subscriber(i: usize, a: Arc<FanoutArgs>, shared: Arc<Shared>) -> Result<()> {
+async fn subscriber(
+    i: usize,
+    a: Arc<FanoutArgs>,
+    shared: Arc<Shared>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<()> {
     let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % usize::from(a.sources.max(1))) as u8));
     let sock = TcpSocket::new_v4()?;
     sock.bind(SocketAddr::new(src, 0))?;
-    let stream = sock.connect(a.server).await?;
-    let url = format!("ws://{}/ws?token=u{i}", a.server);
+    let server = a.server.get(i % a.server.len().max(1)).copied().context("no server address")?;
+    let stream = sock.connect(server).await?;
+    let url = match &a.token {
+        Some(t) => format!("ws://{server}/ws?token={t}"),
+        None => format!("ws://{server}/ws?token=u{i}"),
+    };
     let cfg = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg)).await?;
     ws.send(Message::text(format!(r#"{{"op":"subscribe","channel":"{}"}}"#, a.channel))).await?;
@@ -329,6 +373,7 @@ async fn subscriber(i: usize, a: Arc<FanoutArgs>, shared: Arc<Shared>) -> Result
         }
     }
     shared.ready.fetch_add(1, Ordering::Relaxed);
+    drop(permit);
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(Message::Text(t)) => {
@@ -345,27 +390,17 @@ async fn subscriber(i: usize, a: Arc<FanoutArgs>, shared: Arc<Shared>) -> Result
     Ok(())
 }
 
-/// Opens subscribers `first .. first + a.conns` in this process and waits until each is subscribed or failed.
+/// Opens subscribers `first .. first + a.conns` in this process and waits until each is subscribed or
+/// failed; at most `a.connect_concurrency` are between connecting and subscribed at once (0 = no bound).
 async fn connect_all(a: &Arc<FanoutArgs>, shared: &Arc<Shared>, first: usize) {
-    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let bound = if a.connect_concurrency == 0 { tokio::sync::Semaphore::MAX_PERMITS } else { a.connect_concurrency };
+    let gate = Arc::new(tokio::sync::Semaphore::new(bound));
     for i in first..first + a.conns {
         let (a, shared, gate) = (a.clone(), shared.clone(), gate.clone());
         tokio::spawn(async move {
-            let permit = gate.acquire_owned().await;
-            let ready_before = shared.ready.load(Ordering::Relaxed);
-            let task = subscriber(i, a, shared.clone());
-            tokio::pin!(task);
-            // Release the connect permit once subscribed (or failed).
-            let r = tokio::select! {
-                r = &mut task => Some(r),
-                _ = async { while shared.ready.load(Ordering::Relaxed) == ready_before { tokio::time::sleep(Duration::from_millis(5)).await } } => None,
-            };
-            drop(permit);
-            let r = match r {
-                Some(r) => r,
-                None => task.await,
-            };
-            if let Err(e) = r {
+            // The permit goes with the subscriber, which drops it once subscribed (or failed).
+            let permit = gate.acquire_owned().await.ok();
+            if let Err(e) = subscriber(i, a, shared.clone(), permit).await {
                 shared.closed.fetch_add(1, Ordering::Relaxed);
                 eprintln_line(&format!("subscriber {i}: {e:#}"));
             }
@@ -497,6 +532,7 @@ async fn start_workers(a: &FanoutArgs, procs: usize) -> Result<(Vec<Worker>, usi
     let exe = std::env::current_exe()?;
     let mut workers = Vec::new();
     let per = a.conns.div_ceil(procs);
+    let servers = a.server.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     for p in 0..procs {
         let first = p * per;
         let conns = per.min(a.conns.saturating_sub(first));
@@ -504,8 +540,10 @@ async fn start_workers(a: &FanoutArgs, procs: usize) -> Result<(Vec<Worker>, usi
             break;
         }
         let mut child = tokio::process::Command::new(&exe)
-            .args(["sub-worker", "--server", &a.server.to_string(), "--first", &first.to_string()])
+            .args(["sub-worker", "--server", &servers, "--first", &first.to_string()])
+            .args(a.token.iter().flat_map(|t| ["--token", t.as_str()]))
             .args(["--conns", &conns.to_string(), "--sources", &a.sources.to_string(), "--channel", &a.channel])
+            .args(["--connect-concurrency", &a.connect_concurrency.to_string()])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -525,7 +563,7 @@ async fn start_workers(a: &FanoutArgs, procs: usize) -> Result<(Vec<Worker>, usi
 
 async fn fanout(args: FanoutArgs, procs: usize) -> Result<()> {
     let a = Arc::new(args);
-    let rss0 = a.server_pid.and_then(rss_kib);
+    let rss0 = rss_sum(&a.server_pid);
     let started = Instant::now();
     let (mut subs, ready) = if procs == 0 {
         let shared = new_shared();
@@ -538,35 +576,47 @@ async fn fanout(args: FanoutArgs, procs: usize) -> Result<()> {
     };
     let where_ = if procs == 0 { "1 process".to_owned() } else { format!("{procs} client processes") };
     report(&format!("connected {ready}/{} subscribers ({where_}) in {:.1}s", a.conns, started.elapsed().as_secs_f64()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    if let (Some(pid), Some(r0)) = (a.server_pid, rss0) {
-        let r1 = rss_kib(pid).unwrap_or(0);
+    if let Some(r0) = rss0 {
+        let per_conn = |r1: u64| (r1.saturating_sub(r0)) as f64 / ready.max(1) as f64;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let burst = rss_sum(&a.server_pid).unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(a.settle.saturating_sub(2))).await;
+        let idle = rss_sum(&a.server_pid).unwrap_or(0);
         report(&format!(
-            "server RSS {r0} KiB → {r1} KiB with {ready} idle subscribed connections: {:.2} KiB per connection",
-            (r1.saturating_sub(r0)) as f64 / ready.max(1) as f64
+            "server RSS {r0} KiB → {burst} KiB 2 s after connecting ({:.2} KiB per connection) → {idle} KiB after \
+             {}s ({:.2} KiB per idle subscribed connection, {ready} connections)",
+            per_conn(burst),
+            a.settle.max(2),
+            per_conn(idle)
         ));
     }
     if a.idle_only {
         return Ok(());
     }
     let http = reqwest::Client::new();
-    let url = format!("http://{}/api/v1/channels/{}/publish", a.server, a.channel);
+    let first = a.server.first().context("no server address")?;
+    let url = format!("http://{first}/api/v1/channels/{}/publish", a.channel);
+    let publisher = a.token.clone().unwrap_or_else(|| "admin".to_owned());
     let pad = "x".repeat(a.pad);
     for &rate in &a.rates {
         subs.reset().await?;
-        let cpu0 = a.server_pid.and_then(cpu_secs);
+        let cpu0 = cpu_sum(&a.server_pid);
         let t0 = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut sent = 0u64;
         let inflight = Arc::new(tokio::sync::Semaphore::new(64));
+        let failed = Arc::new(AtomicU64::new(0));
         while t0.elapsed() < Duration::from_secs(a.secs) {
             tick.tick().await;
             let body = format!(r#"{{"data":{{"t":{},"pad":"{pad}"}}}}"#, now_micros());
-            let req = http.post(&url).bearer_auth("admin").header("content-type", "application/json").body(body);
+            let req = http.post(&url).bearer_auth(&publisher).header("content-type", "application/json").body(body);
             let permit = inflight.clone().acquire_owned().await?;
+            let failed = failed.clone();
             tokio::spawn(async move {
-                let _ = req.send().await;
+                if !req.send().await.is_ok_and(|r| r.status().is_success()) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
                 drop(permit);
             });
             sent += 1;
@@ -583,13 +633,14 @@ async fn fanout(args: FanoutArgs, procs: usize) -> Result<()> {
         }
         let elapsed = t0.elapsed().as_secs_f64();
         let (got, closed, counts) = snap;
-        let cpu = match (cpu0, a.server_pid.and_then(cpu_secs)) {
+        let cpu = match (cpu0, cpu_sum(&a.server_pid)) {
             (Some(c0), Some(c1)) => format!("{:.2}", (c1 - c0) / (got.max(1) as f64 / 1e6)),
             _ => "-".into(),
         };
         report(&format!(
-            "rate {rate}/s × {alive} subs: sent {sent}, delivered {got}/{want} in {elapsed:.1}s = {:.0} deliveries/s; \
+            "rate {rate}/s × {alive} subs: sent {sent} ({} failed), delivered {got}/{want} in {elapsed:.1}s = {:.0} deliveries/s; \
              latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2}; server CPU-s per 1M deliveries {cpu}; closed {closed}",
+            failed.load(Ordering::Relaxed),
             got as f64 / elapsed,
             quantile(&counts, 0.5),
             quantile(&counts, 0.9),

@@ -134,9 +134,14 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 .await
                 .context("cannot start cluster membership")?;
             registry.register_probe(handle.probe());
-            let links = troupe_cluster::Links::start(node_id, troupe_cluster::LinkConfig::default())
-                .await
-                .context("cannot start the cluster links")?;
+            let link_config = troupe_cluster::LinkConfig {
+                max_queue_messages: cfg.cluster.link_queue_messages,
+                max_queue_bytes: cfg.cluster.link_queue_bytes,
+                max_frames_in_flight: cfg.cluster.link_frames_in_flight as usize,
+                ..troupe_cluster::LinkConfig::default()
+            };
+            let links =
+                troupe_cluster::Links::start(node_id, link_config).await.context("cannot start the cluster links")?;
             (Some(handle), Some(links))
         }
         None => (None, None),

@@ -65,7 +65,13 @@ async fn publish(c: &reqwest::Client, node: &Node, token: &str, channel: &str, d
 async fn three_nodes(pg: &Pg, c: &reqwest::Client) -> (Vec<Node>, String) {
     let specs = [Spec::new("127.0.0.1"), Spec::new("127.0.0.2"), Spec::new("127.0.0.3")];
     let seeds = specs[0].cluster_addr.clone();
-    let nodes: Vec<Node> = specs.iter().map(|s| s.start(pg, &seeds, COOKIE)).collect();
+    // Tight link bounds (one frame in flight, small queues) still carry every relayed message.
+    let links = [
+        ("TROUPE_CLUSTER_LINK_FRAMES_IN_FLIGHT", "1"),
+        ("TROUPE_CLUSTER_LINK_QUEUE_MESSAGES", "1000"),
+        ("TROUPE_CLUSTER_LINK_QUEUE_BYTES", "65536"),
+    ];
+    let nodes: Vec<Node> = specs.iter().map(|s| s.start_env(pg, &seeds, COOKIE, &links)).collect();
     let token = common::token_for(c, &nodes[0], ADMIN).await;
     let formed = eventually(Duration::from_secs(30), || async {
         for n in &nodes {

@@ -94,6 +94,21 @@ pub const ENV_VARS: &[EnvVar] = &[
         "cluster.shard_lease_ttl",
         "Shard and singleton lease time-to-live (duration, default 3s).",
     ),
+    config(
+        "TROUPE_CLUSTER_LINK_QUEUE_MESSAGES",
+        "cluster.link_queue_messages",
+        "Messages queued toward one peer before sends to it fail fast (default 100000).",
+    ),
+    config(
+        "TROUPE_CLUSTER_LINK_QUEUE_BYTES",
+        "cluster.link_queue_bytes",
+        "Bytes queued toward one peer before sends to it fail fast (default 16 MiB, at least 64 KiB).",
+    ),
+    config(
+        "TROUPE_CLUSTER_LINK_FRAMES_IN_FLIGHT",
+        "cluster.link_frames_in_flight",
+        "Frames sent to one peer and not yet acknowledged (1-64, default 4).",
+    ),
     config("TROUPE_CLUSTER_TLS_CERT", "cluster.tls_cert", "Node certificate chain (PEM file) for mesh mutual TLS."),
     config("TROUPE_CLUSTER_TLS_KEY", "cluster.tls_key", "Node private key (PEM file) for mesh mutual TLS."),
     config("TROUPE_CLUSTER_TLS_CA", "cluster.tls_ca", "CA certificate (PEM file) every node's certificate chains to."),

@@ -340,6 +340,13 @@ pub struct ClusterConfig {
     /// `down`).
     #[serde(serialize_with = "duration::serialize")]
     pub shard_lease_ttl: Duration,
+    /// Messages queued toward one peer before sends to it fail fast (default 100,000): a slow or
+    /// dead peer costs at most this much memory per node.
+    pub link_queue_messages: usize,
+    /// Bytes queued toward one peer before sends to it fail fast (default 16 MiB).
+    pub link_queue_bytes: usize,
+    /// Frames (each up to 64 KiB of messages) sent to one peer and not yet acknowledged (default 4).
+    pub link_frames_in_flight: u32,
     /// This node's certificate chain (PEM). With `tls_key` and `tls_ca`: mutual TLS on every mesh
     /// connection, accepted and dialed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -364,6 +371,9 @@ impl Default for ClusterConfig {
             down_after: Duration::from_secs(3),
             shards: 64,
             shard_lease_ttl: Duration::from_secs(3),
+            link_queue_messages: 100_000,
+            link_queue_bytes: 16 << 20,
+            link_frames_in_flight: 4,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,

@@ -566,6 +566,15 @@ fn integer_ranges() {
     assert_one_error(from_toml("[http]\nlisten_backlog = 0\n"), "http.listen_backlog", "from 1 to 65535, got 0");
     assert_one_error(from_toml("[http]\nlisten_backlog = 65536\n"), "http.listen_backlog", "got 65536");
     assert_eq!(from_toml("[http]\nlisten_backlog = 128\n").unwrap().http.listen_backlog, 128);
+    assert_one_error(from_toml("[cluster]\nlink_queue_messages = 0\n"), "cluster.link_queue_messages", "from 1");
+    assert_one_error(from_toml("[cluster]\nlink_queue_bytes = 1000\n"), "cluster.link_queue_bytes", "from 65536");
+    assert_one_error(
+        from_toml("[cluster]\nlink_frames_in_flight = 65\n"),
+        "cluster.link_frames_in_flight",
+        "at most 64",
+    );
+    let c = from_toml("[cluster]\nlink_queue_messages = 10\nlink_frames_in_flight = 1\n").unwrap().cluster;
+    assert_eq!((c.link_queue_messages, c.link_queue_bytes, c.link_frames_in_flight), (10, 16 << 20, 1));
     assert_eq!(from_toml("[supervisor]\nmax_restarts = 0\n").unwrap().supervisor.max_restarts, 0);
 }
 

@@ -138,6 +138,24 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
                 })
             },
         ),
+        link_queue_messages: c.field(
+            "cluster.link_queue_messages",
+            raw.cluster.link_queue_messages,
+            d.cluster.link_queue_messages,
+            |v| int_at_least(v, 1usize),
+        ),
+        link_queue_bytes: c.field(
+            "cluster.link_queue_bytes",
+            raw.cluster.link_queue_bytes,
+            d.cluster.link_queue_bytes,
+            |v| int_at_least(v, 64usize << 10),
+        ),
+        link_frames_in_flight: c.field(
+            "cluster.link_frames_in_flight",
+            raw.cluster.link_frames_in_flight,
+            d.cluster.link_frames_in_flight,
+            |v| int_at_least(v, 1u32).and_then(|n| if n <= 64 { Ok(n) } else { Err("at most 64".to_owned()) }),
+        ),
         tls_cert: c.field("cluster.tls_cert", raw.cluster.tls_cert, None, |s| non_empty_path(&s).map(Some)),
         tls_key: c.field("cluster.tls_key", raw.cluster.tls_key, None, |s| non_empty_path(&s).map(Some)),
         tls_ca: c.field("cluster.tls_ca", raw.cluster.tls_ca, None, |s| non_empty_path(&s).map(Some)),

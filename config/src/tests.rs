@@ -571,7 +571,7 @@ fn integer_ranges() {
     assert_one_error(
         from_toml("[cluster]\nlink_frames_in_flight = 65\n"),
         "cluster.link_frames_in_flight",
-        "at most 64",
+        "must be an integer from 1 to 64, got 65",
     );
     let c = from_toml("[cluster]\nlink_queue_messages = 10\nlink_frames_in_flight = 1\n").unwrap().cluster;
     assert_eq!((c.link_queue_messages, c.link_queue_bytes, c.link_frames_in_flight), (10, 16 << 20, 1));

@@ -154,7 +154,12 @@ pub(crate) fn validate(raw: RawConfig, layers: &Layers) -> Result<NodeConfig, Ve
             "cluster.link_frames_in_flight",
             raw.cluster.link_frames_in_flight,
             d.cluster.link_frames_in_flight,
-            |v| int_at_least(v, 1u32).and_then(|n| if n <= 64 { Ok(n) } else { Err("at most 64".to_owned()) }),
+            |v| {
+                int_at_least(v, 1u32)
+                    .ok()
+                    .filter(|n| *n <= 64)
+                    .ok_or_else(|| format!("must be an integer from 1 to 64, got {v}"))
+            },
         ),
         tls_cert: c.field("cluster.tls_cert", raw.cluster.tls_cert, None, |s| non_empty_path(&s).map(Some)),
         tls_key: c.field("cluster.tls_key", raw.cluster.tls_key, None, |s| non_empty_path(&s).map(Some)),

@@ -365,3 +365,118 @@ async fn a_rolling_restart_of_all_three_under_load_loses_no_acknowledged_write()
         assert!(v["nodes"][format!("edge-{i}")].as_u64().is_some(), "acknowledged edge-{i} of {user} is kept: {v}");
     }
 }
+
+/// `ip` with `args`; whether it succeeded (its output is dropped).
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A network namespace joined to this one by a veth pair (`host_ip` on this side, `ns_ip` inside),
+/// removed on drop. Taking the host side down cuts the namespace off.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+impl Netns {
+    /// `None` when namespaces cannot be made here (not root, no `ip`, no veth support).
+    fn create() -> Option<Netns> {
+        let tag = format!("{:06x}", fastrand_u64() & 0xff_ffff);
+        let octet = 20 + fastrand_u64() % 200;
+        let ns = Netns {
+            name: format!("trp{tag}"),
+            host_if: format!("trh{tag}"),
+            host_ip: format!("10.213.{octet}.1"),
+            ns_ip: format!("10.213.{octet}.2"),
+        };
+        let ns_if = format!("trn{tag}");
+        let ok = ip(&["netns", "add", &ns.name])
+            && ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if])
+            && ip(&["link", "set", &ns_if, "netns", &ns.name])
+            && ip(&["addr", "add", &format!("{}/24", ns.host_ip), "dev", &ns.host_if])
+            && ip(&["link", "set", &ns.host_if, "up"])
+            && ip(&["-n", &ns.name, "addr", "add", &format!("{}/24", ns.ns_ip), "dev", &ns_if])
+            && ip(&["-n", &ns.name, "link", "set", &ns_if, "up"])
+            && ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+
+    /// Cut the namespace off (`true`) or reconnect it.
+    fn cut(&self, cut: bool) {
+        assert!(ip(&["link", "set", &self.host_if, if cut { "down" } else { "up" }]), "ip link set");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        ip(&["link", "del", &self.host_if]);
+        ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Forwards connections to `listen`'s address on to `to` (PostgreSQL for a namespaced node).
+fn forward(listen: tokio::net::TcpListener, to: std::net::SocketAddr) {
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listen.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_by_a_network_partition_stops_owning_shards_and_rejoins() {
+    let Some(pg) = fresh_schema().await else { return };
+    // C runs in its own network namespace behind a veth pair; it reaches the store through a
+    // forwarder on the host side, so the cut takes away both its peers and the store.
+    let Some(ns) = Netns::create() else {
+        eprintln!("skipping: cannot create a network namespace with a veth pair here (needs root and `ip`)");
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind((ns.host_ip.as_str(), 0)).await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    forward(listener, "127.0.0.1:5432".parse().unwrap());
+    let pg_port = pg.url.split("127.0.0.1:").nth(1).map(|rest| rest.split('/').next().unwrap_or("5432"));
+    assert_eq!(pg_port, Some("5432"), "the forwarder assumes PostgreSQL at 127.0.0.1:5432: {}", pg.url);
+    let c_store = pg.url.replacen("127.0.0.1:5432", &proxy.to_string(), 1);
+
+    let host: &'static str = Box::leak(ns.host_ip.clone().into_boxed_str());
+    let inside: &'static str = Box::leak(ns.ns_ip.clone().into_boxed_str());
+    let (sa, sb) = (Spec::new(host), Spec::new(host));
+    // A fresh namespace has every port free.
+    let sc = Spec { ip: inside, cluster_addr: format!("{inside}:7400") };
+    let seeds = sa.cluster_addr.clone();
+    let a = sa.start_env(&pg, &seeds, COOKIE, &ENVS);
+    let b = sb.start_env(&pg, &seeds, COOKIE, &ENVS);
+    let node_c = sc.start_wrapped(&["ip", "netns", "exec", &ns.name], &c_store, &seeds, COOKIE, &ENVS);
+    let c = http();
+    let token = common::token_for(&c, &a, ADMIN).await;
+    let ids = form(&c, &[&a, &b, &node_c], &token).await;
+    until_partitioned(&c, &[&a, &b, &node_c], &token, Duration::from_secs(20)).await;
+    let before = owned(&c, &[&node_c], &token).await.unwrap();
+    assert!(!before[0].is_empty(), "C owns shards before the cut");
+
+    // The cut: the majority marks C down and owns every shard; C, unable to renew its leases, lets
+    // its shards go (it cannot be asked while cut off: its metrics are read after the heal).
+    ns.cut(true);
+    let down = wait_for(&c, &[&a, &b], &token, &ids[2], "down", |_| true, Duration::from_secs(15)).await;
+    let moved = until_partitioned(&c, &[&a, &b], &token, Duration::from_secs(15)).await;
+    eprintln!("partition: C marked down after {down:?}, its shards owned by A and B {moved:?} later");
+
+    ns.cut(false);
+    let back = wait_for(&c, &[&a, &b, &node_c], &token, &ids[2], "up", |_| true, Duration::from_secs(40)).await;
+    let lost = metric(&c, &node_c, "troupe_cluster_shard_moves_total{op=\"lost\"}").await.unwrap_or(0.0);
+    assert!(lost >= before[0].len() as f64, "C dropped the {} shards it could not renew: lost {lost}", before[0].len());
+    until_partitioned(&c, &[&a, &b, &node_c], &token, Duration::from_secs(20)).await;
+    eprintln!("partition healed: C up again after {back:?}, every shard owned exactly once");
+}

@@ -94,9 +94,21 @@ impl Spec {
     }
 
     pub fn start_env(&self, pg: &Pg, join: &str, cookie: &str, extra: &[(&str, &str)]) -> Node {
+        self.start_wrapped(&[], &pg.url, join, cookie, extra)
+    }
+
+    /// Start through `wrapper` (e.g. `ip netns exec NS`) with the store at `store_url`.
+    pub fn start_wrapped(
+        &self,
+        wrapper: &[&str],
+        store_url: &str,
+        join: &str,
+        cookie: &str,
+        extra: &[(&str, &str)],
+    ) -> Node {
         let mut envs = vec![
             ("TROUPE_STORE_BACKEND", "postgres"),
-            ("TROUPE_STORE_URL", pg.url.as_str()),
+            ("TROUPE_STORE_URL", store_url),
             ("TROUPE_CLUSTER_COOKIE", cookie),
             ("TROUPE_AUTH_JWT_SECRET", SECRET),
             ("TROUPE_AUTH_ADMIN_EMAILS", ADMIN),
@@ -105,7 +117,7 @@ impl Spec {
         envs.extend_from_slice(extra);
         let http_addr = format!("{}:0", self.ip);
         let args = ["--cluster-addr", self.cluster_addr.as_str(), "--join", join];
-        Node::start_with(TempDir::new("cluster"), &http_addr, &args, &envs)
+        Node::start_wrapped(wrapper, TempDir::new("cluster"), &http_addr, &args, &envs)
     }
 }
 

@@ -52,7 +52,19 @@ pub struct Node {
 
 /// A command for the binary with a clean `TROUPE_*` environment.
 pub fn command() -> Command {
-    let mut cmd = Command::new(troupe_bin());
+    wrapped_command(&[])
+}
+
+/// Like [`command`], run through `wrapper` (e.g. `ip netns exec NS`), which execs the binary.
+pub fn wrapped_command(wrapper: &[&str]) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(troupe_bin());
+            cmd
+        }
+        None => Command::new(troupe_bin()),
+    };
     for (k, _) in std::env::vars() {
         if k.starts_with("TROUPE_") {
             cmd.env_remove(k);
@@ -76,8 +88,19 @@ impl Node {
     /// Start `troupe run` over the data dir `data`, listening for HTTP on `http_addr`, with extra
     /// command-line arguments and env (e.g. `--cluster-addr`), and wait until it logs that it is ready.
     pub fn start_with(data: TempDir, http_addr: &str, args: &[&str], envs: &[(&str, &str)]) -> Node {
+        Self::start_wrapped(&[], data, http_addr, args, envs)
+    }
+
+    /// Like [`Node::start_with`], with the binary run through `wrapper` (see [`wrapped_command`]).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        data: TempDir,
+        http_addr: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Node {
         let t0 = Instant::now();
-        let mut cmd = command();
+        let mut cmd = wrapped_command(wrapper);
         cmd.args(["run", "--http-addr", http_addr, "--log-format", "json", "--data-dir"])
             .arg(data.path())
             .args(args)

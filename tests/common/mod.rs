@@ -21,7 +21,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("troupe-test-{tag}-{}-{}", std::process::id(), fastrand_u64()));
+        // The counter keeps two tests of one binary apart even when the clock gives both the same
+        // reading (two nodes on one data dir: the second cannot lock the store and exits).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("troupe-test-{tag}-{}-{n}-{}", std::process::id(), fastrand_u64()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         Self(p)
     }
@@ -120,13 +124,23 @@ impl Node {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen: Vec<String> = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            let line = rx.recv_timeout(left).unwrap_or_else(|e| {
                 let _ = child.kill();
-                let _ = child.wait();
-                panic!("node did not log readiness within 30 s");
+                let status = child.wait();
+                let tail = seen.iter().rev().take(10).rev().cloned().collect::<Vec<_>>().join("\n");
+                match e {
+                    mpsc::RecvTimeoutError::Timeout => {
+                        panic!("node did not log readiness within 30 s; last log:\n{tail}")
+                    }
+                    mpsc::RecvTimeoutError::Disconnected => {
+                        panic!("node exited before it was ready ({status:?}); log:\n{tail}")
+                    }
+                }
             });
+            seen.push(line.clone());
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
             if v["message"] == "troupe node ready" {
                 let addr = v["addr"].as_str().expect("addr field").parse().expect("socket addr");

@@ -108,6 +108,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     }
 }
 
+/// Why the node stops when the cluster drained it (WebSocket clients then get 1012, not 1001).
+const CLUSTER_DRAIN: &str = "cluster drain";
+
 /// Run a node until a signal stops it (Ok) or its root supervisor gives up (Err).
 pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -235,7 +238,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     };
     let outcome = tokio::select! {
         signal = shutdown => Ok(signal),
-        () = drain => Ok("cluster drain"),
+        () = drain => Ok(CLUSTER_DRAIN),
         () = root.exited() => Err(anyhow!("the root supervisor gave up (restart intensity exceeded); see the log")),
     };
     let grace = cfg.shutdown.grace;
@@ -261,7 +264,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     // WebSocket connections are long-lived: close them so the server can drain: 1012 "reconnect" (to
     // another node) when the cluster drains this node, else 1001 "going away".
-    if matches!(outcome, Ok("cluster drain")) {
+    if matches!(outcome, Ok(CLUSTER_DRAIN)) {
         app.ws.drain();
     } else {
         app.ws.shutdown();

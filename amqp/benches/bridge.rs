@@ -1,9 +1,11 @@
 //! Bridge benchmarks against the local broker (plain `harness = false` main printing medians of
-//! `RUNS` runs; every comparison is measured in the same run):
+//! `TROUPE_BENCH_RUNS` runs, default 3; every comparison is measured in the same run):
 //!
 //! - publish with confirms, 256-byte persistent messages, window 1000: raw lapin (sliding window)
-//!   vs the bridge's outbound (`Outbound` driven like the bus: batches of 250, 4 in flight) vs the
-//!   whole path (fjall outbox → event bus → bridge);
+//!   (minimal properties, and the bridge's properties: the same message on the wire) vs the bridge's
+//!   outbound (`Outbound` driven like the bus drives it, `BridgeConfig::batching`) vs the whole path
+//!   (fjall outbox → event bus → bridge); each path into its own fresh queue, the order rotating
+//!   from run to run; CPU per message of this process and (with `TROUPE_BENCH_BROKER_PID`) the broker's;
 //! - consume with manual acks, prefetch 256, from a quorum queue: raw lapin vs the bridge's inbound
 //!   consumer with a no-op handler;
 //! - packed mode (1000 events per message), driven directly and through the bus;
@@ -37,7 +39,6 @@ const N: usize = 50_000;
 const PACKED_N: usize = 300_000;
 const WINDOW: usize = 1000;
 const PREFETCH: u16 = 256;
-const RUNS: usize = 3;
 
 fn unique(what: &str) -> String {
     format!("troupe.bench.{what}.{}", uuid::Uuid::now_v7().simple())
@@ -63,8 +64,9 @@ fn payload() -> Vec<u8> {
     vec![b'x'; 256]
 }
 
-/// Raw lapin: publish N with confirms, at most WINDOW unconfirmed.
-async fn raw_publish(conn: &Connection, exchange: &str) -> f64 {
+/// Raw lapin: publish N with confirms, at most WINDOW unconfirmed; `same_message`: with the properties
+/// the bridge sets (content type, type), so both put the same message on the wire.
+async fn raw_publish(conn: &Connection, exchange: &str, same_message: bool) -> f64 {
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let body = payload();
@@ -81,6 +83,12 @@ async fn raw_publish(conn: &Connection, exchange: &str) -> f64 {
             .with_message_id(i.to_string().into())
             .with_delivery_mode(2)
             .with_headers(headers);
+        // The bridge's message also carries a content type and `type` = the event type.
+        let props = if same_message {
+            props.with_content_type("application/octet-stream".into()).with_type("bench.event".into())
+        } else {
+            props
+        };
         let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
         inflight.push_back(ch.basic_publish(exchange.into(), "bench.event".into(), opts, &body, props).await.unwrap());
     }
@@ -102,18 +110,20 @@ async fn bridge_publish(exchange: &str, packed: bool, n: usize) -> f64 {
     let mut config = BridgeConfig::new(URL);
     config.exchange = exchange.to_owned();
     config.packed = packed;
-    let bridge = Bridge::new(config, Registry::new()).unwrap();
+    config.confirm_window = WINDOW;
+    let bridge = Bridge::new(config.clone(), Registry::new()).unwrap();
     let out = bridge.outbound().clone();
     let task = tokio::spawn(out.run());
     // Warm up: connect.
     let warm = out.handle_batch(events(1)).await;
     assert!(warm.iter().all(Result::is_ok), "{warm:?}");
     let all = events(n);
-    let batch = if packed { 1000 } else { WINDOW / 10 };
+    // The batch size and calls in flight the bridge subscribes to the bus with.
+    let (batch, calls) = config.batching();
     let t0 = Instant::now();
     let mut inflight: FuturesOrdered<BoxFuture<'static, BatchResults>> = FuturesOrdered::new();
     for chunk in all.chunks(batch) {
-        if inflight.len() >= if packed { 4 } else { 10 } {
+        if inflight.len() >= calls {
             let r = inflight.next().await.unwrap();
             assert!(r.iter().all(Result::is_ok));
         }
@@ -311,6 +321,25 @@ async fn bridge_consume(conn: &Connection) -> f64 {
     rate
 }
 
+/// CPU time (user + system) of this process so far, in seconds (Linux `/proc/self/stat`, 100 ticks/s).
+fn cpu_seconds() -> f64 {
+    cpu_seconds_of("self")
+}
+
+/// CPU time of the broker when `TROUPE_BENCH_BROKER_PID` names its process (e.g. `pgrep beam.smp`).
+fn broker_cpu_seconds() -> Option<f64> {
+    std::env::var("TROUPE_BENCH_BROKER_PID").ok().map(|pid| cpu_seconds_of(&pid))
+}
+
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -339,14 +368,35 @@ async fn main() {
     let (mut raw, mut bridged, mut bused) = (Vec::new(), Vec::new(), Vec::new());
     let (mut raw_c, mut bridge_c) = (Vec::new(), Vec::new());
     let (mut packed, mut packed_bus, mut bus) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..RUNS {
+    let (mut raw_same, mut raw_same_cpu, mut raw_same_broker) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_cpu, mut bridged_cpu, mut bused_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_broker, mut bridged_broker, mut bused_broker) = (Vec::new(), Vec::new(), Vec::new());
+    let runs: usize = std::env::var("TROUPE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    for run in 0..runs {
         if want("publish") {
-            let (x, q) = (unique("x"), unique("q"));
-            exchange_with_queue(&ch, &x, &q).await;
-            raw.push(raw_publish(&conn, &x).await);
-            bridged.push(bridge_publish(&x, false, N).await);
-            bused.push(through_bus(&x, false, N).await);
-            drop_all(&ch, &x, &q).await;
+            // Each path publishes into its own fresh queue (a queue that already holds the previous
+            // path's 50,000 messages is slower to append to), and the order rotates from run to run,
+            // so no path always goes first on a cold broker or last on a warm one.
+            for k in 0..4 {
+                let path = (k + run) % 4;
+                let (x, q) = (unique("x"), unique("q"));
+                exchange_with_queue(&ch, &x, &q).await;
+                let (cpu0, broker0) = (cpu_seconds(), broker_cpu_seconds());
+                let rate = match path {
+                    0 => raw_publish(&conn, &x, false).await,
+                    1 => bridge_publish(&x, false, N).await,
+                    2 => through_bus(&x, false, N).await,
+                    _ => raw_publish(&conn, &x, true).await,
+                };
+                let cpu_us = (cpu_seconds() - cpu0) * 1e6 / N as f64;
+                [&mut raw, &mut bridged, &mut bused, &mut raw_same][path].push(rate);
+                [&mut raw_cpu, &mut bridged_cpu, &mut bused_cpu, &mut raw_same_cpu][path].push(cpu_us);
+                if let (Some(b0), Some(b1)) = (broker0, broker_cpu_seconds()) {
+                    [&mut raw_broker, &mut bridged_broker, &mut bused_broker, &mut raw_same_broker][path]
+                        .push((b1 - b0) * 1e6 / N as f64);
+                }
+                drop_all(&ch, &x, &q).await;
+            }
         }
         if want("consume") {
             raw_c.push(raw_consume(&conn).await);
@@ -363,12 +413,35 @@ async fn main() {
             bus.push(bus_alone(PACKED_N).await);
         }
     }
-    println!("messages/events per second, {RUNS} runs, 256-byte payloads");
+    println!("messages/events per second, {runs} runs, 256-byte payloads");
     if !raw.is_empty() {
-        let r = report("publish+confirm raw lapin (window 1000)", raw);
-        let b = report("publish+confirm bridge outbound", bridged);
-        let t = report("publish+confirm outbox -> bus -> bridge", bused);
+        let r = report("publish+confirm raw lapin (window 1000)", raw.clone());
+        let s = report("publish+confirm raw lapin, bridge's properties", raw_same.clone());
+        let b = report("publish+confirm bridge outbound", bridged.clone());
+        let t = report("publish+confirm outbox -> bus -> bridge", bused.clone());
         println!("  bridge / raw = {:.2}, via bus / raw = {:.2}", b / r, t / r);
+        println!("  same message: bridge / raw = {:.2}, via bus / raw = {:.2}", b / s, t / s);
+        // Ratios within each run (the paths of one run ran back to back), then their median.
+        let per_run = |a: &[f64], base: &[f64]| median(a.iter().zip(base).map(|(a, b)| a / b).collect());
+        println!(
+            "  per-run ratio medians: bridge / raw {:.2}, via bus / raw {:.2}, bridge / same {:.2}, via bus / same {:.2}",
+            per_run(&bridged, &raw),
+            per_run(&bused, &raw),
+            per_run(&bridged, &raw_same),
+            per_run(&bused, &raw_same)
+        );
+        let cpu = [raw_cpu, raw_same_cpu, bridged_cpu, bused_cpu].map(median);
+        println!(
+            "  bench process CPU per message (median, us): raw {:.1}, raw same message {:.1}, bridge {:.1}, via bus {:.1} (includes filling the outbox)",
+            cpu[0], cpu[1], cpu[2], cpu[3]
+        );
+        if !raw_broker.is_empty() {
+            let b = [raw_broker, raw_same_broker, bridged_broker, bused_broker].map(median);
+            println!(
+                "  broker CPU per message (median, us): raw {:.1}, raw same message {:.1}, bridge {:.1}, via bus {:.1}",
+                b[0], b[1], b[2], b[3]
+            );
+        }
     }
     if !raw_c.is_empty() {
         let r = report("consume+ack raw lapin (quorum, prefetch 256)", raw_c);

@@ -173,14 +173,17 @@ impl BridgeConfig {
         Ok(())
     }
 
-    /// Events per bus call and calls in flight that keep `confirm_window` messages unconfirmed.
-    pub(crate) fn batching(&self) -> (usize, usize) {
+    /// Events per bus call and calls in flight, as the bridge subscribes to the bus. Unpacked, the
+    /// window is split into ~10 calls plus 2 more, so the publisher holds the next events when a
+    /// confirm frees room: the window slides message by message (the publisher itself keeps at most
+    /// `confirm_window` unconfirmed) instead of refilling a whole call at a time.
+    pub fn batching(&self) -> (usize, usize) {
         if self.packed {
             // One packed message per call; a few calls in flight.
             (self.packed_max_events, 4)
         } else {
-            let pipeline = 10.min(self.confirm_window);
-            (self.confirm_window.div_ceil(pipeline), pipeline)
+            let calls = 10.min(self.confirm_window);
+            (self.confirm_window.div_ceil(calls), calls + 2)
         }
     }
 }

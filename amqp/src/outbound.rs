@@ -1,7 +1,9 @@
 //! Outbound: [`Outbound`] is the bridge's event-bus subscriber. The bus hands it batches of
 //! consecutive outbox entries (strict order, a few batches in flight); one publisher task publishes
 //! them in call order on one confirm-mode channel (persistent, `mandatory`, message id, `traceparent`
-//! header, routing key = topic) and answers each batch with per-event results once the broker has
+//! header, routing key = topic), never more than `confirm_window` messages unconfirmed (a window that
+//! slides message by message across batches: each message holds a permit until its confirm), and
+//! answers each batch with per-event results once the broker has
 //! confirmed (ack), refused (nack: retried) or returned (per [`ReturnedPolicy`]) every message. The
 //! bus acknowledges an outbox entry only after an `Ok`, and after any failure it hands over the failed
 //! entry and everything after it again, in order: a broker outage repeats messages (same message
@@ -19,7 +21,7 @@ use futures::future::BoxFuture;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use troupe_actors::bus::{BatchHandler, BatchResults, BusEvent, HandlerError};
 
 use crate::config::{BridgeConfig, ReturnedPolicy};
@@ -65,6 +67,8 @@ pub struct Outbound {
     queue: Arc<Mutex<Option<mpsc::UnboundedSender<Job>>>>,
     status: Status,
     unconfirmed: Arc<AtomicUsize>,
+    /// `confirm_window` permits: one per published, unconfirmed message.
+    window: Arc<Semaphore>,
     last_progress: Arc<Progress>,
     /// When the publish in progress started (ms on `last_progress`'s clock; 0 = none).
     busy_since: Arc<std::sync::atomic::AtomicU64>,
@@ -140,6 +144,14 @@ impl BatchHandler for Outbound {
     }
 }
 
+/// One published message (or its failure) handed to a batch's confirm waiter.
+struct Sent {
+    /// The batch's events the message carries.
+    range: (usize, usize),
+    /// The broker's answer to come, the deadline for it and the message's place in the window.
+    outcome: Result<(PublisherConfirm, tokio::time::Instant, OwnedSemaphorePermit), HandlerError>,
+}
+
 /// An open confirm-mode channel.
 struct Open {
     conn: Connection,
@@ -149,6 +161,7 @@ struct Open {
 impl Outbound {
     pub(crate) fn new(config: Arc<BridgeConfig>, status: Status) -> Self {
         Self {
+            window: Arc::new(Semaphore::new(config.confirm_window)),
             config,
             queue: Arc::new(Mutex::new(None)),
             status,
@@ -245,9 +258,7 @@ impl Outbound {
                     continue;
                 }
             };
-            self.busy_since.store(self.last_progress.now_ms().max(1), Ordering::Relaxed);
             let ok = self.publish(&channel, job).await;
-            self.busy_since.store(0, Ordering::Relaxed);
             if !ok {
                 // The channel broke mid-batch: check it (or reconnect) before the next batch.
                 self.status.set(DOWN, "publish failed; reconnecting");
@@ -328,51 +339,23 @@ impl Outbound {
         } else {
             groups.extend((0..n).map(|i| (i, i + 1)));
         }
-        let mut confirms: Vec<((usize, usize), Result<PublisherConfirm, HandlerError>)> =
-            Vec::with_capacity(groups.len());
-        let mut ok = true;
-        for (start, end) in groups {
-            let result = if ok {
-                let sent = tokio::time::timeout(PUBLISH_TIMEOUT, self.send(channel, &events[start..end]))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(lapin::ErrorKind::InvalidChannelState(
-                            lapin::ChannelState::Error,
-                            "basic.publish timed out",
-                        )
-                        .into())
-                    });
-                match sent {
-                    Ok(c) => Ok(c),
-                    Err(e) => {
-                        ok = false;
-                        self.broken.fetch_max(generation, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "rabbitmq: publish failed");
-                        Err(HandlerError::retry(format!("publish failed: {e}")))
-                    }
-                }
-            } else {
-                Err(HandlerError::retry("publish failed earlier in the batch"))
-            };
-            confirms.push(((start, end), result));
-        }
-        let sent: usize = confirms.iter().filter(|(_, r)| r.is_ok()).count();
-        if self.unconfirmed() == 0 {
-            // The stall clock starts when something waits.
-            self.last_progress.touch();
-        }
-        self.metrics.published.increment(sent as u64);
-        self.unconfirmed.fetch_add(sent, Ordering::Relaxed);
-        self.metrics.unconfirmed.set(self.unconfirmed.load(Ordering::Relaxed) as f64);
+        // The confirms are awaited, in order, by a task that starts before the first publish: a
+        // message's permit returns to the window as soon as the broker answers it, also while the
+        // rest of its batch is still being published (a batch larger than the window cannot wait on
+        // its own permits).
+        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<Sent>();
         let this = self.clone();
+        let events_for_confirms = events.clone();
+        // If the waiter failed, `reply` drops and the batch fails with a retryable error.
         tokio::spawn(async move {
+            let events = events_for_confirms;
             let mut results: BatchResults = Vec::with_capacity(n);
-            // One deadline for the whole batch: waited one by one, a per-confirm timeout would let a
-            // batch whose confirms never come (a silently dead channel) stall for batch × timeout.
-            let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
-            for ((start, end), confirm) in confirms {
-                let result = match confirm {
-                    Ok(confirm) => {
+            while let Some(Sent { range: (start, end), outcome }) = sent_rx.recv().await {
+                let result = match outcome {
+                    // The permit goes back to the window once the broker has answered.
+                    Ok((confirm, deadline, _permit)) => {
+                        // Each confirm's deadline counts from its own publish, so a silently dead
+                        // channel stalls a batch for one timeout, not one per message.
                         let r = match tokio::time::timeout_at(deadline, confirm).await {
                             Ok(r) => r,
                             Err(_) => {
@@ -394,7 +377,63 @@ impl Outbound {
             this.metrics.unconfirmed.set(this.unconfirmed.load(Ordering::Relaxed) as f64);
             let _ = reply.send(results);
         });
+        let mut ok = true;
+        for (start, end) in groups {
+            let outcome = if ok {
+                match self.send_in_window(channel, &events[start..end], generation).await {
+                    Ok((confirm, permit)) => {
+                        if self.unconfirmed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            // The stall clock starts when something waits.
+                            self.last_progress.touch();
+                        }
+                        self.metrics.published.increment(1);
+                        Ok((confirm, tokio::time::Instant::now() + CONFIRM_TIMEOUT, permit))
+                    }
+                    Err(e) => {
+                        ok = false;
+                        Err(e)
+                    }
+                }
+            } else {
+                Err(HandlerError::retry("publish failed earlier in the batch"))
+            };
+            // The waiter ends only when this sender is dropped below.
+            let _ = sent_tx.send(Sent { range: (start, end), outcome });
+        }
+        drop(sent_tx);
+        self.metrics.unconfirmed.set(self.unconfirmed.load(Ordering::Relaxed) as f64);
         ok
+    }
+
+    /// Waits for room in the confirm window, then publishes one message. A publish failure (or a
+    /// link found broken while waiting) marks the connection broken: the rest of the batch fails.
+    async fn send_in_window(
+        &self,
+        channel: &Channel,
+        events: &[Arc<BusEvent>],
+        generation: u64,
+    ) -> Result<(PublisherConfirm, OwnedSemaphorePermit), HandlerError> {
+        let permit = Arc::clone(&self.window)
+            .acquire_owned()
+            .await
+            .map_err(|_| HandlerError::retry("rabbitmq publisher stopped"))?;
+        if self.broken.load(Ordering::Relaxed) == generation {
+            // Confirms of this connection failed while we waited: publish after reconnecting.
+            return Err(HandlerError::retry("rabbitmq link failed; reconnecting"));
+        }
+        self.busy_since.store(self.last_progress.now_ms().max(1), Ordering::Relaxed);
+        let sent = tokio::time::timeout(PUBLISH_TIMEOUT, self.send(channel, events)).await.unwrap_or_else(|_| {
+            Err(lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Error, "basic.publish timed out").into())
+        });
+        self.busy_since.store(0, Ordering::Relaxed);
+        match sent {
+            Ok(confirm) => Ok((confirm, permit)),
+            Err(e) => {
+                self.broken.fetch_max(generation, Ordering::Relaxed);
+                tracing::warn!(error = %e, "rabbitmq: publish failed");
+                Err(HandlerError::retry(format!("publish failed: {e}")))
+            }
+        }
     }
 
     /// Publishes one message carrying `events` (one event, or a packed group).

@@ -90,3 +90,53 @@ async fn packed_mode_carries_many_events_per_message() {
     node.root.shutdown(Duration::from_secs(5)).await;
     delete(&ch, &[&exchange], &[&queue]).await;
 }
+
+/// The confirm window holds across batches: with more handed over than the window, at most
+/// `confirm_window` messages are ever unconfirmed, and a batch larger than the window still
+/// completes (its own early confirms make room for its later messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_confirm_window_bounds_unconfirmed_messages_across_batches() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use troupe_actors::Registry;
+    use troupe_actors::bus::{BatchHandler, BusEvent};
+    use troupe_amqp::Bridge;
+
+    let Some(conn) = broker().await else { return };
+    let ch = conn.create_channel().await.unwrap();
+    let (exchange, queue) = (unique("x"), unique("q"));
+    exchange_and_queue(&ch, &exchange, &queue).await;
+    let mut config = BridgeConfig::new(&url());
+    config.exchange = exchange.clone();
+    config.confirm_window = 8;
+    let bridge = Bridge::new(config, Registry::new()).unwrap();
+    let out = bridge.outbound().clone();
+    let task = tokio::spawn(out.run());
+
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (out, peak) = (out.clone(), Arc::clone(&peak));
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(out.unconfirmed(), Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let event = |i: u64| Arc::new(BusEvent { id: i, topic: "window.test".into(), payload: Bytes::from_static(b"x") });
+    // Five calls of 40 events in flight at once: 200 handed over against a window of 8.
+    let calls: Vec<_> = (0..5u64).map(|c| out.handle_batch((c * 40 + 1..=c * 40 + 40).map(event).collect())).collect();
+    let results = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(calls))
+        .await
+        .expect("batches larger than the window complete");
+    sampler.abort();
+    assert!(results.iter().flatten().all(Result::is_ok), "{results:?}");
+    let peak = peak.load(Ordering::Relaxed);
+    assert!((1..=8).contains(&peak), "unconfirmed peaked at {peak}, window 8");
+    let seen = collect(&queue, 200, Duration::from_secs(30)).await;
+    assert_eq!(seen.ids.len(), 200);
+    task.abort();
+    delete(&ch, &[&exchange], &[&queue]).await;
+}

@@ -53,3 +53,69 @@ fn packed_batches_round_trip_and_reject_garbage() {
     wrong.version = 9;
     assert!(PackedBatch::decode(&wrong.encode().unwrap()).is_err());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::*;
+    use crate::inbound::{Payload, decode};
+
+    fn packed_event() -> impl Strategy<Value = PackedEvent> {
+        (
+            ".{0,40}",
+            any::<u64>(),
+            "[a-z.]{1,20}",
+            proptest::option::of("[0-9a-f-]{0,60}"),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(|(id, outbox_id, topic, traceparent, payload)| PackedEvent {
+                id,
+                outbox_id,
+                topic,
+                traceparent,
+                payload,
+            })
+    }
+
+    proptest! {
+        /// Any packed batch survives encode → decode unchanged.
+        #[test]
+        fn packed_batches_round_trip(events in proptest::collection::vec(packed_event(), 0..20)) {
+            let batch = PackedBatch { version: PACKED_VERSION, events };
+            let back = PackedBatch::decode(&batch.encode().unwrap()).unwrap();
+            prop_assert_eq!(back, batch);
+        }
+
+        /// Bytes off the wire never panic the packed decoder; what it accepts re-encodes to a batch
+        /// that decodes the same.
+        #[test]
+        fn packed_decode_of_any_bytes_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(batch) = PackedBatch::decode(&body) {
+                prop_assert_eq!(PackedBatch::decode(&batch.encode().unwrap()).unwrap(), batch);
+            }
+        }
+
+        /// The inbound decoder answers every body under every content type with a value or a
+        /// typed reason, never a panic; opaque content types keep the bytes as sent.
+        #[test]
+        fn inbound_decode_of_any_bytes_never_panics(
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            ct in proptest::sample::select(vec![
+                None,
+                Some(JSON_CONTENT_TYPE),
+                Some("application/json; charset=utf-8"),
+                Some(ENVELOPE_CONTENT_TYPE),
+                Some(BYTES_CONTENT_TYPE),
+                Some("application/x-postcard"),
+                Some(PACKED_CONTENT_TYPE),
+                Some("text/weird"),
+            ]),
+        ) {
+            match decode(ct, &body) {
+                Ok(Payload::Bytes(b)) => prop_assert_eq!(b.as_ref(), body.as_slice()),
+                Ok(_) => {}
+                Err(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
+    }
+}

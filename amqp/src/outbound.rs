@@ -324,6 +324,8 @@ impl Outbound {
     /// Publishes one batch and spawns the wait for its confirms. `false` if the channel failed.
     async fn publish(&self, channel: &Channel, job: Job) -> bool {
         let Job { events, reply } = job;
+        // Shared with the confirm waiter below without copying the batch.
+        let events: Arc<[Arc<BusEvent>]> = events.into();
         let n = events.len();
         let generation = self.generation.load(Ordering::Relaxed);
         // Groups of consecutive events sent as one message: each event alone, or packed by topic.
@@ -345,7 +347,7 @@ impl Outbound {
         // its own permits).
         let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<Sent>();
         let this = self.clone();
-        let events_for_confirms = events.clone();
+        let events_for_confirms = Arc::clone(&events);
         // If the waiter failed, `reply` drops and the batch fails with a retryable error.
         tokio::spawn(async move {
             let events = events_for_confirms;

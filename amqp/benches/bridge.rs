@@ -340,6 +340,17 @@ fn cpu_seconds_of(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// One publish path's measurements, a value per run.
+#[derive(Default)]
+struct Samples {
+    /// Messages per second.
+    rate: Vec<f64>,
+    /// CPU µs per message of this process.
+    cpu: Vec<f64>,
+    /// CPU µs per message of the broker (with `TROUPE_BENCH_BROKER_PID`).
+    broker: Vec<f64>,
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -365,12 +376,10 @@ async fn main() {
     let ch = conn.create_channel().await.unwrap();
     let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let want = |s: &str| only.as_deref().is_none_or(|o| s.contains(o));
-    let (mut raw, mut bridged, mut bused) = (Vec::new(), Vec::new(), Vec::new());
     let (mut raw_c, mut bridge_c) = (Vec::new(), Vec::new());
     let (mut packed, mut packed_bus, mut bus) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut raw_same, mut raw_same_cpu, mut raw_same_broker) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut raw_cpu, mut bridged_cpu, mut bused_cpu) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut raw_broker, mut bridged_broker, mut bused_broker) = (Vec::new(), Vec::new(), Vec::new());
+    // Publish paths, in report order: raw lapin, raw lapin with the bridge's message, bridge, via bus.
+    let mut publish: [Samples; 4] = Default::default();
     let runs: usize = std::env::var("TROUPE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     for run in 0..runs {
         if want("publish") {
@@ -384,16 +393,15 @@ async fn main() {
                 let (cpu0, broker0) = (cpu_seconds(), broker_cpu_seconds());
                 let rate = match path {
                     0 => raw_publish(&conn, &x, false).await,
-                    1 => bridge_publish(&x, false, N).await,
-                    2 => through_bus(&x, false, N).await,
-                    _ => raw_publish(&conn, &x, true).await,
+                    1 => raw_publish(&conn, &x, true).await,
+                    2 => bridge_publish(&x, false, N).await,
+                    _ => through_bus(&x, false, N).await,
                 };
-                let cpu_us = (cpu_seconds() - cpu0) * 1e6 / N as f64;
-                [&mut raw, &mut bridged, &mut bused, &mut raw_same][path].push(rate);
-                [&mut raw_cpu, &mut bridged_cpu, &mut bused_cpu, &mut raw_same_cpu][path].push(cpu_us);
+                let samples = &mut publish[path];
+                samples.rate.push(rate);
+                samples.cpu.push((cpu_seconds() - cpu0) * 1e6 / N as f64);
                 if let (Some(b0), Some(b1)) = (broker0, broker_cpu_seconds()) {
-                    [&mut raw_broker, &mut bridged_broker, &mut bused_broker, &mut raw_same_broker][path]
-                        .push((b1 - b0) * 1e6 / N as f64);
+                    samples.broker.push((b1 - b0) * 1e6 / N as f64);
                 }
                 drop_all(&ch, &x, &q).await;
             }
@@ -414,29 +422,31 @@ async fn main() {
         }
     }
     println!("messages/events per second, {runs} runs, 256-byte payloads");
-    if !raw.is_empty() {
-        let r = report("publish+confirm raw lapin (window 1000)", raw.clone());
-        let s = report("publish+confirm raw lapin, bridge's properties", raw_same.clone());
-        let b = report("publish+confirm bridge outbound", bridged.clone());
-        let t = report("publish+confirm outbox -> bus -> bridge", bused.clone());
+    if !publish[0].rate.is_empty() {
+        let [raw, raw_same, bridged, bused] = publish;
+        let r = report("publish+confirm raw lapin (window 1000)", raw.rate.clone());
+        let s = report("publish+confirm raw lapin, bridge's properties", raw_same.rate.clone());
+        let b = report("publish+confirm bridge outbound", bridged.rate.clone());
+        let t = report("publish+confirm outbox -> bus -> bridge", bused.rate.clone());
         println!("  bridge / raw = {:.2}, via bus / raw = {:.2}", b / r, t / r);
         println!("  same message: bridge / raw = {:.2}, via bus / raw = {:.2}", b / s, t / s);
         // Ratios within each run (the paths of one run ran back to back), then their median.
         let per_run = |a: &[f64], base: &[f64]| median(a.iter().zip(base).map(|(a, b)| a / b).collect());
         println!(
             "  per-run ratio medians: bridge / raw {:.2}, via bus / raw {:.2}, bridge / same {:.2}, via bus / same {:.2}",
-            per_run(&bridged, &raw),
-            per_run(&bused, &raw),
-            per_run(&bridged, &raw_same),
-            per_run(&bused, &raw_same)
+            per_run(&bridged.rate, &raw.rate),
+            per_run(&bused.rate, &raw.rate),
+            per_run(&bridged.rate, &raw_same.rate),
+            per_run(&bused.rate, &raw_same.rate)
         );
-        let cpu = [raw_cpu, raw_same_cpu, bridged_cpu, bused_cpu].map(median);
+        let paths = [raw, raw_same, bridged, bused];
+        let cpu = paths.each_ref().map(|p| median(p.cpu.clone()));
         println!(
             "  bench process CPU per message (median, us): raw {:.1}, raw same message {:.1}, bridge {:.1}, via bus {:.1} (includes filling the outbox)",
             cpu[0], cpu[1], cpu[2], cpu[3]
         );
-        if !raw_broker.is_empty() {
-            let b = [raw_broker, raw_same_broker, bridged_broker, bused_broker].map(median);
+        if !paths[0].broker.is_empty() {
+            let b = paths.map(|p| median(p.broker));
             println!(
                 "  broker CPU per message (median, us): raw {:.1}, raw same message {:.1}, bridge {:.1}, via bus {:.1}",
                 b[0], b[1], b[2], b[3]
